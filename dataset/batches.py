@@ -1,0 +1,61 @@
+"""What every data set hands the training loop, and the per-epoch random streams behind it."""
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from helper.errors import KDZooError
+
+# Independent random streams within an epoch, so that switching CRD sampling on or off leaves the
+# shuffle order and the augmentation of every image unchanged.
+SHUFFLE_STREAM, AUGMENT_STREAM, CONTRAST_STREAM = 0, 1, 2
+
+
+@dataclass
+class Batch:
+    """One batch, every tensor on the training device."""
+    images: torch.Tensor  # float32, normalised, NCHW, on the device
+    targets: torch.Tensor  # int64 class labels
+    indices: torch.Tensor  # int64 positions of the images in their data set
+    contrast_idx: Optional[torch.Tensor] = None  # (B, k+1) int64: positive, then k negatives (CRD only)
+
+
+@dataclass
+class DataBundle:
+    """The loaders of a data set and the facts about its training split that the losses need."""
+    train: Any  # iterable of Batch with __len__ and set_epoch(epoch)
+    val: Any  # iterable of Batch with __len__; no augmentation, no shuffle
+    num_classes: int
+    num_train: int
+    train_labels: torch.Tensor  # int64, CPU, in data-set index order
+
+
+@dataclass(frozen=True)
+class ContrastSpec:
+    """CRD sample mode: k negatives per image.
+
+    The positive is the image itself ('exact') or a uniformly random image of its class ('relax').
+    """
+    k: int
+    mode: str = 'exact'
+
+    def __post_init__(self):
+        if self.mode not in ('exact', 'relax'):
+            raise KDZooError(f"unknown CRD sample mode '{self.mode}'; use --mode exact or --mode relax")
+        if self.k < 1:
+            raise KDZooError(f"--nce_k must be at least 1, got {self.k}; pass a positive number of negatives")
+
+
+def epoch_generator(seed, epoch, stream, device='cpu'):
+    """A fresh generator whose draws depend only on (seed, epoch, stream), never on global RNG state."""
+    # SeedSequence mixes the three numbers, so nearby seeds and epochs still give unrelated streams.
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state))
+    return generator
+
+
+def normalise(images, mean, std):
+    """uint8 pixels to float32 as ToTensor then Normalize do it; mean and std broadcast over the channel axis."""
+    return images.float().div_(255).sub_(mean).div_(std)

@@ -1,0 +1,151 @@
+"""ImageNet-style folders, ``<root>/train/<class>/*`` and ``<root>/val/<class>/*``, read without torchvision.
+
+PIL decodes and crops in DataLoader workers, which return uint8 tensors (a quarter of the bytes of
+float32); conversion to float and normalisation happen on the device.
+"""
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from helper.errors import DatasetError
+from .batches import AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, Batch, DataBundle, epoch_generator, normalise
+from .contrast import ContrastSampler
+from .image_transforms import to_uint8_chw, train_crop, val_crop
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+EXTENSIONS = ('.jpeg', '.jpg', '.png')
+
+
+def scan_image_folder(folder):
+    """(class names, [(path, class index), ...]): class folders sorted by name give the indices; files sorted."""
+    if not os.path.isdir(folder):
+        raise DatasetError(f"image folder {folder} does not exist; put the images in {folder}/<class>/")
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise DatasetError(f"{folder} has no class folders; put each class's images in {folder}/<class>/")
+    samples = []
+    for label, name in enumerate(classes):
+        class_folder = os.path.join(folder, name)
+        files = sorted(entry.name for entry in os.scandir(class_folder)
+                       if entry.is_file() and entry.name.lower().endswith(EXTENSIONS))
+        if not files:
+            raise DatasetError(f"class folder {class_folder} has no .JPEG, .jpg or .png images; add some or "
+                               f"remove the folder from both train/ and val/")
+        samples.extend((os.path.join(class_folder, file), label) for file in files)
+    return classes, samples
+
+
+class ImageFolderDataset(Dataset):
+    """Items are (uint8 CHW image, label, index). Training keys are (index, epoch) pairs, validation keys indices."""
+
+    def __init__(self, samples, train, seed=0):
+        # Arrays rather than a list of tuples: workers forked from this process share them, where a
+        # million Python objects would be copied into every worker as their reference counts change.
+        self.paths = np.array([os.fsencode(path) for path, _ in samples])
+        self.labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        self.train = train
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        index, epoch = key if self.train else (key, None)
+        path = os.fsdecode(self.paths[index])
+        try:
+            with Image.open(path) as image:
+                image = image.convert('RGB')
+        except OSError as err:
+            raise DatasetError(f"cannot decode image {path} ({err}); replace or delete the file") from err
+        if self.train:
+            # Seeding per (epoch, image) makes a crop independent of which worker loads the image.
+            image = train_crop(image, np.random.default_rng([self.seed, epoch, AUGMENT_STREAM, index]))
+        else:
+            image = val_crop(image)
+        return to_uint8_chw(image), int(self.labels[index]), index
+
+
+class EpochSampler(Sampler):
+    """Shuffled (index, epoch) keys; the order depends only on (seed, epoch)."""
+
+    def __init__(self, size, seed):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch, SHUFFLE_STREAM))
+        return iter([(index, self.epoch) for index in order.tolist()])
+
+
+class FolderLoader:
+    """Batches from a DataLoader moved to the device, normalised there, with CRD rows when asked."""
+
+    def __init__(self, loader, device, *, sampler=None, seed=0, channels_last=False, contrast=None):
+        self.loader = loader
+        self.device = device
+        self.sampler = sampler
+        self.seed = seed
+        self.channels_last = channels_last
+        self.contrast = contrast
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        contrast_rng = None
+        if self.contrast is not None:
+            contrast_rng = epoch_generator(self.seed, self.epoch, CONTRAST_STREAM, self.device)
+        for pixels, targets, indices in self.loader:
+            pixels = pixels.to(self.device, non_blocking=True)
+            if self.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            batch = Batch(normalise(pixels, self.mean, self.std), targets.to(self.device, non_blocking=True),
+                          indices.to(self.device, non_blocking=True))
+            if self.contrast is not None:
+                batch.contrast_idx = self.contrast.sample(batch.indices, batch.targets, contrast_rng)
+            yield batch
+
+
+def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_workers, seed, train_sample,
+                   drop_last, channels_last):
+    """DataBundle of the train/ and val/ folders under ``data_folder``."""
+    root = os.path.abspath(data_folder)
+    train_classes, train_samples = scan_image_folder(os.path.join(root, 'train'))
+    val_classes, val_samples = scan_image_folder(os.path.join(root, 'val'))
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))[:3]
+        only_val = sorted(set(val_classes) - set(train_classes))[:3]
+        raise DatasetError(f"the class folders of {root}/train and {root}/val differ (only in train: {only_train}, "
+                           f"only in val: {only_val}); give both the same class folders")
+    train_set = ImageFolderDataset(train_samples, train=True, seed=seed)
+    val_set = ImageFolderDataset(val_samples, train=False)
+    sampler = EpochSampler(len(train_set), seed)
+    # An own generator keeps the DataLoader from drawing its worker seed from the global RNG.
+    options = dict(num_workers=num_workers, pin_memory=device.type == 'cuda', persistent_workers=num_workers > 0,
+                   generator=torch.Generator())
+    train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=drop_last, **options)
+    val_loader = DataLoader(val_set, val_batch_size, shuffle=False, **options)
+    contrast = ContrastSampler(train_set.labels, train_sample, device) if train_sample else None
+    train = FolderLoader(train_loader, device, sampler=sampler, seed=seed, channels_last=channels_last,
+                         contrast=contrast)
+    val = FolderLoader(val_loader, device, channels_last=channels_last)
+    return DataBundle(train, val, len(train_classes), len(train_set), train_set.labels)

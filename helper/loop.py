@@ -1,0 +1,173 @@
+"""The one training loop, shared by train_teacher.py, train_student.py and train_online_mcl.py.
+
+Per epoch: set the lr, train over the loader, validate the deployed network, then write the
+checkpoints (atomically), TensorBoard scalars and the metrics JSON. A NaN or infinite loss stops the
+run before anything of that epoch is saved, so the last checkpoint on disk is always a good one.
+Everything a rerun needs (weights, optimiser, method state, seed, history) is in ``<name>_last.pth``,
+and the data order is a function of (seed, epoch), so ``--resume`` reproduces the uninterrupted run.
+"""
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import atomic_save, load_checkpoint
+from .errors import CheckpointError, KDZooError, NonFiniteLossError
+from .metrics import RunningSums, correct_topk
+from .runtime import autocast
+from .schedule import learning_rate_at, set_learning_rate
+
+
+class Trainer:
+    def __init__(self, objective, data, optimizer, args, files, logger, device, precision):
+        self.objective = objective
+        self.data = data
+        self.optimizer = optimizer
+        self.args = args
+        self.files = files        # RunFiles: where checkpoints go
+        self.logger = logger      # RunLogger: TensorBoard, JSON, console
+        self.device = device
+        self.precision = precision
+        # fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not.
+        self.scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
+        self.state = dict(epoch=0, best_acc=0.0, best_top5=0.0, best_epoch=0, history=[], wall_time=0.0)
+
+    # ---- resume -------------------------------------------------------------------------------
+    def resume(self, path):
+        checkpoint = load_checkpoint(path, '--resume checkpoint')
+        saved = checkpoint.get('kdzoo') if isinstance(checkpoint, dict) else None
+        if saved is None:
+            raise CheckpointError(f"'{path}' has no resume data (it was not written by kdzoo's "
+                                  f"<name>_last.pth); pass the run's <name>_last.pth or use --resume auto")
+        if saved['epoch'] >= self.args.epochs:
+            raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {self.args.epochs} "
+                             f"epochs; nothing to resume (pass a larger --epochs to train on)")
+        self.objective.load_resume_state(checkpoint['model'], saved['objective'])
+        self.optimizer.load_state_dict(checkpoint['optimizer'])
+        if self.scaler is not None and saved.get('scaler'):
+            self.scaler.load_state_dict(saved['scaler'])
+        self.state = {k: saved[k] for k in self.state}
+        print(f"resumed from '{path}' after epoch {self.state['epoch']} (best top-1 so far "
+              f"{self.state['best_acc']:.2f}%)")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def fit(self):
+        args, state = self.args, self.state
+        first = state['epoch'] + 1
+        steps = (args.epochs - first + 1) * len(self.data.train)
+        progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None, leave=False)
+        try:
+            for epoch in range(first, args.epochs + 1):
+                started = time.time()
+                lr = learning_rate_at(epoch, args)
+                set_learning_rate(self.optimizer, lr)
+                train = self.train_epoch(epoch, progress)
+                top1, top5, val_loss = self.evaluate()
+                state['wall_time'] += time.time() - started
+                state['epoch'] = epoch
+                if top1 > state['best_acc']:
+                    state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
+                record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
+                              val_top1=top1, val_top5=top5, val_loss=val_loss,
+                              epoch_time=time.time() - started)
+                state['history'].append(record)
+                self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
+                self.logger.epoch_end(record, state, progress)
+        finally:
+            progress.close()
+        self.logger.finish(state, status='finished')
+        return state
+
+    def train_epoch(self, epoch, progress):
+        self.objective.train()
+        self.data.train.set_epoch(epoch)
+        sums = RunningSums()
+        # On the CPU reading the loss back is free, so check it every step; on a GPU that would stall
+        # the queue, so remember the first bad step on the device and look at it every print_freq steps.
+        check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
+        first_bad = torch.full((), -1, device=self.device)
+        for step, batch in enumerate(self.data.train, 1):
+            with autocast(self.device, self.precision):
+                out = self.objective.step(batch, epoch)
+            loss = sum(out.losses.values())
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                    torch.full_like(first_bad, step), first_bad)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            n = batch.targets.size(0)
+            top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
+            sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
+            if step % check_every == 0 or step == len(self.data.train):
+                self._stop_if_not_finite(first_bad, epoch, out.losses)
+            if step % self.args.print_freq == 0:
+                means = sums.means()
+                progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+            progress.update(1)
+        return sums.means()
+
+    def _stop_if_not_finite(self, first_bad, epoch, losses):
+        bad_step = int(first_bad)
+        if bad_step < 0:
+            return
+        terms = ', '.join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        self.logger.finish(self.state, status=f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
+        kept = (f"the last good checkpoint is '{self.files.last}' (epoch {self.state['epoch']})"
+                if self.state['epoch'] else "no epoch had finished, so no checkpoint was written")
+        raise NonFiniteLossError(f"the loss became NaN or infinite at epoch {epoch}, step {bad_step} "
+                                 f"({terms}); {kept}; lower --learning_rate or the loss weights")
+
+    @torch.no_grad()
+    def evaluate(self, loader=None):
+        """Top-1, top-5 (percent) and mean cross-entropy of the deployed network."""
+        self.objective.eval()
+        return evaluate_predictions(self.objective.predict, loader or self.data.val, self.device,
+                                    self.precision)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save(self, epoch, top1, is_best):
+        """RepDistiller's files (best, every save_freq epochs, last), last holding the resume data."""
+        model_state = self.objective.model.state_dict()
+        extras = self.objective.checkpoint_extras()
+        common = dict(model=model_state, epoch=epoch, **extras)
+        if is_best:
+            atomic_save(dict(common, best_acc=top1, optimizer=self.optimizer.state_dict()), self.files.best)
+        if epoch % self.args.save_freq == 0:
+            atomic_save(dict(common, accuracy=top1, optimizer=self.optimizer.state_dict()),
+                        self.files.periodic(epoch))
+        resume = dict(self.state, objective=self.objective.resume_state(),
+                      scaler=self.scaler.state_dict() if self.scaler else None)
+        atomic_save(dict(common, accuracy=top1, best_acc=self.state['best_acc'],
+                         optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume),
+                    self.files.last)
+
+
+@torch.no_grad()
+def evaluate_predictions(predict, loader, device, precision):
+    """Top-1, top-5 and mean cross-entropy of ``predict`` over a loader of Batches."""
+    correct1 = correct5 = loss_sum = torch.zeros((), device=device)
+    count = 0
+    for batch in loader:
+        with autocast(device, precision):
+            logits = predict(batch.images)
+        logits = logits.float()
+        c1, c5 = correct_topk(logits, batch.targets, ks=(1, 5))
+        correct1, correct5 = correct1 + c1, correct5 + c5
+        loss_sum = loss_sum + F.cross_entropy(logits, batch.targets, reduction='sum')
+        count += batch.targets.size(0)
+    if count == 0:
+        return 0.0, 0.0, math.nan
+    return 100.0 * float(correct1) / count, 100.0 * float(correct5) / count, float(loss_sum) / count
+
+
+def _plain(values):
+    """Arguments as plain Python values, so checkpoints load with torch.load(weights_only=True)."""
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list, tuple)) else str(v)
+            for k, v in values.items()}

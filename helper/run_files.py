@@ -1,0 +1,81 @@
+"""The save/ layout: run folders and file names, as RepDistiller and the SimKD repo lay them out.
+
+    save/teachers/models/<model>_vanilla/              <model>_best.pth, ckpt_epoch_<N>.pth, <model>_last.pth,
+                                                       metrics.json
+    save/teachers/tensorboard/<model>_vanilla/
+    save/students/models/S:<s>_T:<t>_<dataset>_<distill>_r:<r>_a:<a>_b:<b>_<trial>/   (same files)
+    save/students/tensorboard/<same name>/
+
+A teacher on CIFAR-100 with trial 0 uses the short folder the seeds' commands point --path_t at
+(``resnet32x4_vanilla``); other data sets and trials add ``_<dataset>_trial_<trial>``.
+"""
+import json
+import os
+import sys
+
+from .errors import KDZooError
+
+# ':' cannot appear in Windows file names; the SimKD repo writes '~' there instead.
+SEP = '~' if sys.platform.startswith('win') else ':'
+
+
+def teacher_run_name(model, dataset, trial):
+    if dataset == 'cifar100' and str(trial) == '0':
+        return f'{model}_vanilla'
+    return f'{model}_vanilla_{dataset}_trial_{trial}'
+
+
+def _fmt(weight):
+    return f'{weight:g}' if isinstance(weight, float) else str(weight)
+
+
+def student_run_name(student, teacher, dataset, distill, gamma, alpha, beta, trial):
+    return (f'S{SEP}{student}_T{SEP}{teacher}_{dataset}_{distill}_r{SEP}{_fmt(gamma)}_a{SEP}{_fmt(alpha)}'
+            f'_b{SEP}{_fmt(beta)}_{trial}')
+
+
+class RunFiles:
+    def __init__(self, save_root, kind, run_name, model_name):
+        self.folder = os.path.join(save_root, kind, 'models', run_name)
+        self.tensorboard = os.path.join(save_root, kind, 'tensorboard', run_name)
+        self.model_name = model_name
+        self.best = os.path.join(self.folder, f'{model_name}_best.pth')
+        self.last = os.path.join(self.folder, f'{model_name}_last.pth')
+        self.metrics = os.path.join(self.folder, 'metrics.json')
+
+    def periodic(self, epoch):
+        return os.path.join(self.folder, f'ckpt_epoch_{epoch}.pth')
+
+    def resume_path(self, resume):
+        """The checkpoint --resume names ('auto': this run's last checkpoint)."""
+        if resume != 'auto':
+            return resume
+        if not os.path.isfile(self.last):
+            raise KDZooError(f"--resume auto found no checkpoint at '{self.last}'; start the run without "
+                             f"--resume, or pass the checkpoint path")
+        return self.last
+
+    def refuse_overwrite(self, resume, overwrite):
+        """A new run never writes over an existing one unless asked to."""
+        if not resume and not overwrite and os.path.isfile(self.last):
+            raise KDZooError(f"'{self.folder}' already holds a run; continue it with --resume auto, start "
+                             f"afresh there with --overwrite, or pick another --trial")
+
+    def create(self):
+        for folder in (self.folder, self.tensorboard):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                probe = os.path.join(folder, '.write_test')
+                with open(probe, 'w'):
+                    pass
+                os.remove(probe)
+            except OSError as err:
+                raise KDZooError(f"cannot write to '{folder}' ({err.strerror}); pass --save_root with a "
+                                 f"writable folder") from None
+
+    def write_metrics(self, summary):
+        tmp = self.metrics + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(summary, f, indent=2)
+        os.replace(tmp, self.metrics)
+

@@ -1,0 +1,96 @@
+"""SimKD's ImageNet MobileNetV2 (width 1.0): torchvision's ``mobilenet_v2`` layout and parameter names.
+
+``features.0`` is the stem, ``features.1`` .. ``features.17`` the inverted residual blocks and
+``features.18`` the 1x1 convolution to 1280 channels; the classifier is ``classifier.1``.
+Features follow SimKD: the outputs of features 0, 3, 6, 13 and 17 (32, 24, 32, 96, 320 channels,
+strides 2 to 32), then the pooled 1280-wide vector. The stage outputs end in a BatchNorm with no ReLU
+after it, so ``preact`` changes nothing.
+"""
+import torch
+import torch.nn as nn
+
+# (expansion, out_channels, repeats, stride of the first repeat), as in the MobileNetV2 paper
+BLOCK_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                  (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+# feature i is the output of features[STAGE_ENDS[i] - 1]
+STAGE_ENDS = (1, 4, 7, 14, 18)
+
+
+def conv_bn_relu6(in_channels, out_channels, kernel_size=3, stride=1, groups=1):
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
+                  groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand (skipped at expansion 1), 3x3 depthwise, linear 1x1 project; shortcut when shapes allow."""
+
+    def __init__(self, in_channels, out_channels, stride, expansion):
+        super().__init__()
+        hidden = in_channels * expansion
+        self.use_shortcut = stride == 1 and in_channels == out_channels
+        layers = [] if expansion == 1 else [conv_bn_relu6(in_channels, hidden, kernel_size=1)]
+        layers += [
+            conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return x + out if self.use_shortcut else out
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        layers = [conv_bn_relu6(3, 32, stride=2)]
+        in_channels = 32
+        for expansion, out_channels, repeats, first_stride in BLOCK_SETTINGS:
+            for repeat in range(repeats):
+                stride = first_stride if repeat == 0 else 1
+                layers.append(InvertedResidual(in_channels, out_channels, stride, expansion))
+                in_channels = out_channels
+        layers.append(conv_bn_relu6(in_channels, 1280, kernel_size=1))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        # torchvision's initialisation
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode='fan_out')
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def get_feat_modules(self):
+        return nn.ModuleList(self.features)
+
+    def get_bn_before_relu(self):
+        return [self.features[end - 1].conv[-1] for end in STAGE_ENDS[1:]]
+
+    def get_classifier(self):
+        return self.classifier[1]
+
+    def forward(self, x, is_feat=False, preact=False):
+        feats = []
+        start = 0
+        for end in STAGE_ENDS:
+            x = self.features[start:end](x)
+            feats.append(x)
+            start = end
+        x = self.features[start:](x)
+        pooled = torch.flatten(self.avgpool(x), 1)
+        logits = self.classifier(pooled)
+        if not is_feat:
+            return logits
+        return feats + [pooled], logits
+
+
+def MobileNetV2_Imagenet(num_classes=1000, **kwargs):
+    return MobileNetV2(num_classes=num_classes, **kwargs)

@@ -1,0 +1,76 @@
+"""Looking models up by name: construction, name checks with suggestions, and names parsed from paths."""
+import difflib
+import os
+import re
+
+import torch
+
+from helper.errors import KDZooError
+from . import model_dict, imagenet_model_dict
+
+# Every known name. 'ResNet50' is in both zoos: RepDistiller's CIFAR bottleneck net and torchvision's.
+ALL_MODELS = {**model_dict, **imagenet_model_dict}
+
+
+def zoo_for(dataset):
+    """The models that fit a data set's image size: 224x224 ImageNet or the 32x32 ones."""
+    return imagenet_model_dict if dataset == 'imagenet' else model_dict
+
+
+def check_model_name(name, dataset='cifar100', flag='--model'):
+    """Raise a one-line error for an unknown architecture, suggesting the closest known names."""
+    zoo = zoo_for(dataset)
+    if name in zoo:
+        return name
+    if name in ALL_MODELS:
+        other = 'ImageNet' if dataset != 'imagenet' else '32x32 (CIFAR-size)'
+        raise KDZooError(f"model '{name}' is an {other} architecture and does not fit --dataset {dataset}; "
+                         f"pick one of `python tools/eval.py --list-models --dataset {dataset}`")
+    close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
+    hint = (f"did you mean {', '.join(close)}?" if close
+            else f"see `python tools/eval.py --list-models --dataset {dataset}`")
+    raise KDZooError(f"unknown model '{name}' for {flag}; {hint}")
+
+
+def build_model(name, num_classes, dataset='cifar100', flag='--model'):
+    return zoo_for(dataset)[check_model_name(name, dataset, flag)](num_classes=num_classes)
+
+
+def model_name_from_path(path):
+    """The architecture a checkpoint path names, as the SimKD repo parses it, or None.
+
+    ``.../S:<student>_T:<teacher>_.../x.pth`` (``~`` for ``:`` on Windows) names the student that was
+    trained there. Otherwise the parent folder starts with the architecture (``resnet32x4_vanilla``).
+    RepDistiller takes the first ``_``-separated token (three for ``wrn``); here the longest registered
+    name that prefixes the folder wins, which agrees with that rule on all its names and also reads
+    names that contain ``_`` themselves (``MobileNetV2_1_0_vanilla``).
+    """
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    match = re.match(r'S[:~](.+?)_T[:~]', folder)
+    if match:
+        return match.group(1)
+    candidates = [n for n in ALL_MODELS if folder == n or folder.startswith(n + '_')]
+    return max(candidates, key=len) if candidates else None
+
+
+def guess_architectures(state_dict):
+    """Names of registered models whose parameters have exactly these names and shapes (any class count)."""
+    want = {k: tuple(v.shape) for k, v in state_dict.items() if torch.is_tensor(v)}
+    num_classes = _classifier_rows(want)
+    matches = []
+    for name, ctor in [*model_dict.items(), *imagenet_model_dict.items()]:
+        with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+            try:
+                model = ctor(num_classes=num_classes)
+            except Exception:  # a constructor that cannot take this class count is simply not a match
+                continue
+        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if have == want and name not in matches:
+            matches.append(name)
+    return matches
+
+
+def _classifier_rows(shapes):
+    """Class count read off the last 2-D weight (the classifier) of a state dict."""
+    two_d = [s for k, s in shapes.items() if k.endswith('weight') and len(s) == 2]
+    return two_d[-1][0] if two_d else 100

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One command for a fresh machine: make .venv, install the requirements, then run the main job on the
+# built-in digits data (CPU, a few minutes at most): train a teacher, then evaluate its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q -r requirements.txt
+PY=.venv/bin/python
+
+echo "== teacher: resnet20 on the built-in digits data =="
+$PY train_teacher.py --model resnet20 --dataset digits --epochs 12 --lr_decay_epochs 8,11 \
+    --deterministic --trial quickstart --overwrite
+TEACHER=save/teachers/models/resnet20_vanilla_digits_trial_quickstart/resnet20_best.pth
+$PY tools/eval.py --path "$TEACHER" --dataset digits

@@ -1,0 +1,40 @@
+"""Shared test fixtures: fake data sets on disk and helpers to run the command-line scripts."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
+    """CIFAR-100 in torchvision's on-disk format (python pickles) with random pixels; every class present."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, 'cifar-100-python')
+    os.makedirs(folder, exist_ok=True)
+    for name, n in (('train', n_train), ('test', n_test)):
+        labels = (np.arange(n) % 100).tolist()
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        entry = {b'filenames': [f'img{i}.png'.encode() for i in range(n)], b'batch_label': name.encode(),
+                 b'fine_labels': labels, b'coarse_labels': [l // 5 for l in labels], b'data': data}
+        with open(os.path.join(folder, name), 'wb') as f:
+            pickle.dump(entry, f)
+    with open(os.path.join(folder, 'meta'), 'wb') as f:
+        pickle.dump({b'fine_label_names': [f'c{i}'.encode() for i in range(100)]}, f)
+    return root
+
+
+@pytest.fixture
+def fake_cifar(tmp_path):
+    return write_fake_cifar100(str(tmp_path / 'data'))
+
+
+def run_script(script, *args, cwd, timeout=300):
+    """Run one of the repository's scripts as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

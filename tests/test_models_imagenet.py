@@ -1,0 +1,260 @@
+"""ImageNet models: the forward/feature contract, parameter counts and checkpoint layouts.
+
+The layout fingerprints, key counts and parameter counts below were computed from the reference model
+definitions themselves (torchvision's resnet18/34/50, mobilenet_v2 and shufflenet_v2_x1_0 as copied into
+SimKD, mdistiller's MobileNetV1, NORM's resnet50_4S without its NORM-only layer21/22/41/42 modules),
+so a match means checkpoints saved by those models load here with strict=True.
+"""
+import hashlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from helper.errors import KDZooError
+from models.imagenet import imagenet_model_dict
+from models.imagenet.shufflenetv2 import channel_shuffle
+
+# channels and strides of f0..fK, pooled width, parameters at 1000 and 10 classes, state-dict keys,
+# and the sha256 (first 16 hex digits) of "key:shape;..." over the 1000-class state dict
+EXPECTED = {
+    'ResNet18': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
+                     params=11689512, params_10=11181642, keys=122, layout='9343d600debe782c'),
+    'ResNet34': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
+                     params=21797672, params_10=21289802, keys=218, layout='e0fcac3e9a1e5aef'),
+    'ResNet50': dict(channels=[64, 256, 512, 1024, 2048], strides=[4, 4, 8, 16, 32], pooled=2048,
+                     params=25557032, params_10=23528522, keys=320, layout='1d8fc517bd891ca1'),
+    'ResNet50_quarter': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
+                             params=2000744, params_10=1492874, keys=314, layout='aed53b2d8291f3e5'),
+    'MobileNetV1': dict(channels=[64, 128, 256, 512, 1024], strides=[2, 4, 8, 16, 32], pooled=1024,
+                        params=4231976, params_10=3217226, keys=164, layout='735401b430049768'),
+    'MobileNetV2_Imagenet': dict(channels=[32, 24, 32, 96, 320], strides=[2, 4, 8, 16, 32], pooled=1280,
+                                 params=3504872, params_10=2236682, keys=314, layout='cdc170cbfd0a243b'),
+    'ShuffleV2_Imagenet': dict(channels=[24, 116, 232, 1024], strides=[4, 8, 16, 32], pooled=1024,
+                               params=2278604, params_10=1263854, keys=338, layout='6ca04bd17d0ca4b2'),
+}
+
+# a few parameter names and shapes of each reference checkpoint, spelled out
+SPOT_CHECKS = {
+    'ResNet18': {'conv1.weight': (64, 3, 7, 7), 'layer1.0.conv1.weight': (64, 64, 3, 3),
+                 'layer2.0.downsample.0.weight': (128, 64, 1, 1), 'layer4.1.bn2.running_var': (512,),
+                 'fc.weight': (1000, 512)},
+    'ResNet34': {'layer3.5.conv2.weight': (256, 256, 3, 3), 'layer4.0.downsample.1.num_batches_tracked': (),
+                 'fc.bias': (1000,)},
+    'ResNet50': {'layer1.0.downsample.0.weight': (256, 64, 1, 1), 'layer2.0.conv2.weight': (128, 128, 3, 3),
+                 'layer4.2.conv3.weight': (2048, 512, 1, 1), 'fc.weight': (1000, 2048)},
+    'ResNet50_quarter': {'layer1.0.conv1.weight': (16, 64, 1, 1), 'layer2.0.downsample.0.weight': (128, 64, 1, 1),
+                         'layer4.2.conv3.weight': (512, 128, 1, 1), 'fc.weight': (1000, 512)},
+    'MobileNetV1': {'model.0.0.weight': (32, 3, 3, 3), 'model.1.0.weight': (32, 1, 3, 3),
+                    'model.13.3.weight': (1024, 1024, 1, 1), 'fc.weight': (1000, 1024)},
+    'MobileNetV2_Imagenet': {'features.0.0.weight': (32, 3, 3, 3), 'features.1.conv.0.0.weight': (32, 1, 3, 3),
+                             'features.2.conv.0.0.weight': (96, 16, 1, 1), 'features.18.0.weight': (1280, 320, 1, 1),
+                             'classifier.1.weight': (1000, 1280)},
+    'ShuffleV2_Imagenet': {'conv1.0.weight': (24, 3, 3, 3), 'stage2.0.branch1.0.weight': (24, 1, 3, 3),
+                           'stage2.1.branch2.0.weight': (58, 58, 1, 1), 'conv5.0.weight': (1024, 464, 1, 1),
+                           'fc.weight': (1000, 1024)},
+}
+
+# models whose stage outputs end in a ReLU, so preact=True gives different tensors
+HAS_PREACT = {'ResNet18', 'ResNet34', 'ResNet50', 'ResNet50_quarter', 'MobileNetV1'}
+RESNETS = ['ResNet18', 'ResNet34', 'ResNet50', 'ResNet50_quarter']
+SIZE = 64
+
+
+def layout_fingerprint(state_dict):
+    text = ';'.join(f'{key}:{tuple(value.shape)}' for key, value in state_dict.items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_on_meta(name, num_classes):
+    with torch.device('meta'):  # shapes only, which is all the layout tests need
+        return imagenet_model_dict[name](num_classes=num_classes)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Small CPU forwards run fastest on one thread; with two on shared cores they run many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='module', params=list(EXPECTED))
+def run(request):
+    """A 10-class model with BN statistics moved off their defaults, in eval mode, and its outputs on one batch."""
+    torch.manual_seed(0)
+    model = imagenet_model_dict[request.param](num_classes=10)
+    with torch.no_grad():
+        model.train()(torch.randn(4, 3, SIZE, SIZE))
+    model.eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        logits = model(x)
+        feats, feat_logits = model(x, is_feat=True)
+        preact_feats, preact_logits = model(x, is_feat=True, preact=True)
+    return SimpleNamespace(name=request.param, model=model, x=x, logits=logits, feats=feats,
+                           feat_logits=feat_logits, preact_feats=preact_feats, preact_logits=preact_logits)
+
+
+def test_registry_names():
+    assert set(imagenet_model_dict) == {'ResNet18', 'ResNet34', 'ResNet50', 'ResNet50_quarter', 'MobileNetV1',
+                                        'MobileNetV2_Imagenet', 'ShuffleV2_Imagenet'}
+
+
+@pytest.mark.parametrize('name', list(EXPECTED))
+def test_parameter_counts_and_layout(name):
+    expected = EXPECTED[name]
+    model = build_on_meta(name, 1000)
+    state = model.state_dict()
+    assert sum(p.numel() for p in model.parameters()) == expected['params']
+    assert sum(p.numel() for p in build_on_meta(name, 10).parameters()) == expected['params_10']
+    assert len(state) == expected['keys']
+    assert layout_fingerprint(state) == expected['layout']
+    for key, shape in SPOT_CHECKS[name].items():
+        assert tuple(state[key].shape) == shape, key
+
+
+def test_quarter_resnet50_has_no_layer1_downsample():
+    # at a quarter width layer1 maps 64 channels to 64, so (as in NORM) it needs no projection shortcut
+    state = build_on_meta('ResNet50_quarter', 1000).state_dict()
+    assert not any(key.startswith('layer1.0.downsample') for key in state)
+    assert 'layer2.0.downsample.0.weight' in state
+
+
+def test_logits_shape_and_feats_contract(run):
+    expected = EXPECTED[run.name]
+    assert run.logits.shape == (2, 10)
+    assert torch.equal(run.feat_logits, run.logits)
+    assert torch.equal(run.preact_logits, run.logits)
+    maps, pooled = run.feats[:-1], run.feats[-1]
+    assert [f.shape[1] for f in maps] == expected['channels']
+    assert [SIZE // f.shape[-1] for f in maps] == expected['strides']
+    assert pooled.shape == (2, expected['pooled'])
+    assert run.model.get_classifier().in_features == expected['pooled']
+
+
+def test_preact_feats(run):
+    assert [f.shape for f in run.preact_feats] == [f.shape for f in run.feats]
+    assert torch.equal(run.preact_feats[-1], run.feats[-1])
+    for pre, post in zip(run.preact_feats[:-1], run.feats[:-1]):
+        if run.name in HAS_PREACT:
+            assert (pre < 0).any()
+            assert torch.equal(F.relu(pre), post)
+        else:
+            assert torch.equal(pre, post)
+
+
+def test_classifier_makes_the_logits(run):
+    classifier = run.model.get_classifier()
+    assert isinstance(classifier, nn.Linear) and classifier.out_features == 10
+    with torch.no_grad():
+        assert torch.allclose(classifier(run.feats[-1]), run.logits, atol=1e-6)
+
+
+def test_feat_modules_hold_every_parameter_but_the_classifier(run):
+    feat_params = {id(p) for p in run.model.get_feat_modules().parameters()}
+    classifier_params = {id(p) for p in run.model.get_classifier().parameters()}
+    assert feat_params.isdisjoint(classifier_params)
+    assert feat_params | classifier_params == {id(p) for p in run.model.parameters()}
+
+
+def test_strict_round_trip_gives_identical_outputs(run):
+    copy = imagenet_model_dict[run.name](num_classes=10)
+    copy.load_state_dict(run.model.state_dict(), strict=True)
+    copy.eval()
+    with torch.no_grad():
+        feats, logits = copy(run.x, is_feat=True)
+    assert torch.equal(logits, run.logits)
+    assert all(torch.equal(a, b) for a, b in zip(feats, run.feats))
+
+
+@pytest.mark.parametrize('name', list(EXPECTED))
+def test_training_step_reaches_every_parameter(name):
+    # in-place ReLUs must leave autograd and the returned pre-activation features intact
+    torch.manual_seed(0)
+    model = imagenet_model_dict[name](num_classes=10).train()
+    feats, logits = model(torch.randn(2, 3, SIZE, SIZE), is_feat=True, preact=name in HAS_PREACT)
+    (logits.sum() + sum(f.mean() for f in feats)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_channels_last_input(run):
+    with torch.no_grad():
+        logits = run.model(run.x.contiguous(memory_format=torch.channels_last))
+    scale = run.logits.abs().max().item()
+    torch.testing.assert_close(logits, run.logits, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_bn_before_relu_channels(run):
+    if run.name == 'ShuffleV2_Imagenet':
+        with pytest.raises(KDZooError, match='OFD'):
+            run.model.get_bn_before_relu()
+        return
+    bns = run.model.get_bn_before_relu()
+    assert all(isinstance(bn, nn.BatchNorm2d) for bn in bns)
+    assert [bn.num_features for bn in bns] == EXPECTED[run.name]['channels'][1:]
+
+
+def capture_outputs(modules, model, x):
+    """Run ``model`` on ``x`` and return what each of ``modules`` produced (inputs too, as pairs)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
+             for m in modules]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize('name', RESNETS)
+def test_resnet_bn_before_relu_plus_shortcut_is_the_preact_feature(name):
+    torch.manual_seed(0)
+    model = imagenet_model_dict[name](num_classes=10).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    bn_outputs = [out for _, out in capture_outputs(model.get_bn_before_relu(), model, x)]
+    # a stage's last block has an identity shortcut; blocks take pre-activation inputs and apply the ReLU
+    last_block_inputs = [inp for inp, _ in capture_outputs([s[-1] for s in model.stages()], model, x)]
+    with torch.no_grad():
+        preact_feats, _ = model(x, is_feat=True, preact=True)
+    for bn_out, block_in, pre in zip(bn_outputs, last_block_inputs, preact_feats[1:-1]):
+        torch.testing.assert_close(bn_out + F.relu(block_in), pre)
+
+
+def test_mobilenetv1_bn_before_relu_gives_the_preact_features():
+    torch.manual_seed(0)
+    model = imagenet_model_dict['MobileNetV1'](num_classes=10).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    bn_outputs = [out for _, out in capture_outputs(model.get_bn_before_relu(), model, x)]
+    with torch.no_grad():
+        preact_feats, _ = model(x, is_feat=True, preact=True)
+    assert all(torch.equal(a, b) for a, b in zip(bn_outputs, preact_feats[1:-1]))
+
+
+def test_resnet_stem_feature_is_torchvision_order():
+    # f0 is computed as maxpool then ReLU; torchvision applies ReLU then maxpool: the two must agree exactly
+    torch.manual_seed(0)
+    model = imagenet_model_dict['ResNet18'](num_classes=10).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        feats, _ = model(x, is_feat=True)
+        reference = F.max_pool2d(F.relu(model.bn1(model.conv1(x))), 3, stride=2, padding=1)
+    assert torch.equal(feats[0], reference)
+
+
+def test_resnet18_at_224():
+    torch.manual_seed(0)
+    model = imagenet_model_dict['ResNet18']().eval()
+    with torch.no_grad():
+        feats, logits = model(torch.randn(1, 3, 224, 224), is_feat=True)
+    assert logits.shape == (1, 1000)
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 56, 56), (64, 56, 56), (128, 28, 28), (256, 14, 14),
+                                                   (512, 7, 7), (512,)]
+
+
+def test_channel_shuffle_interleaves_two_groups():
+    x = torch.arange(6.).reshape(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0., 3., 1., 4., 2., 5.]

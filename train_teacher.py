@@ -1,0 +1,55 @@
+"""Train a network from scratch with cross-entropy: the teachers (and student baselines) of every table.
+
+    python train_teacher.py --model resnet32x4
+    python train_teacher.py --model resnet8 --dataset digits --epochs 15     # built-in data, CPU demo
+"""
+from helper.args import parser_for, resolve_common_args
+from helper.errors import run_cli
+from helper.logger import RunLogger
+from helper.loop import Trainer
+from helper.objective import SupervisedObjective
+from helper.run_files import RunFiles, teacher_run_name
+from helper.runtime import memory_format
+from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd
+from models.registry import build_model, check_model_name
+
+
+def parse_args(argv=None):
+    parser = parser_for(__doc__.splitlines()[0])
+    parser.add_argument('--model', type=str, default='resnet110', help='architecture, e.g. resnet32x4')
+    args = parser.parse_args(argv)
+    check_model_name(args.model, args.dataset)
+    return resolve_common_args(args, args.model)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
+                     args.model)
+    files.refuse_overwrite(args.resume, args.overwrite)
+    resume_path = files.resume_path(args.resume) if args.resume else None
+    seed_for_run(args, resume_path)
+    device, precision, data = devices_and_data(args)
+
+    model = build_model(args.model, data.num_classes, args.dataset)
+    model = model.to(device, memory_format=memory_format(precision))
+    objective = SupervisedObjective(model)
+    optimizer = sgd(objective.trainable_modules(), args)
+    num_params = count_parameters(model)
+    print(f"{args.model}: {num_params / 1e6:.2f}M parameters; {args.dataset} ({data.num_train} training "
+          f"images, {data.num_classes} classes); {device.type}, {precision}; {args.lr_note}; seed {args.seed}")
+
+    files.create()
+    trainer = Trainer(objective, data, optimizer, args, files, RunLogger(files, args, num_params),
+                      device, precision)
+    if resume_path:
+        trainer.resume(resume_path)
+    state = trainer.fit()
+    last = state['history'][-1]
+    print(f"teacher {args.model}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
+          f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
+    return state
+
+
+if __name__ == '__main__':
+    run_cli(main)
