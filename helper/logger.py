@@ -10,11 +10,15 @@ class RunLogger:
         self.tensorboard = tensorboard
         self.writer = None  # opened at the first epoch's end, so a run refused at start writes nothing
 
-    def epoch_end(self, record, state, progress):
-        epoch, epochs = record['epoch'], self.args.epochs
+    def epoch_end(self, record, state, progress, stage='main', epochs=None):
+        epoch, epochs = record['epoch'], epochs or self.args.epochs
         done = len(state['history'])
         mean_time = sum(r['epoch_time'] for r in state['history']) / done
         eta = _duration(mean_time * (epochs - epoch))
+        if stage != 'main':  # no validation, no files besides the stage checkpoint
+            progress.write(f"{stage} epoch {epoch}/{epochs}  lr {record['lr']:.4g}  "
+                           f"loss {record['train_loss']:.4f}  {record['epoch_time']:.1f}s  eta {eta}")
+            return
         progress.write(f"epoch {epoch}/{epochs}  lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
                        f"train {record['train_top1']:.2f}%  test {record['val_top1']:.2f}% "
                        f"(top-5 {record['val_top5']:.2f}%)  best {state['best_acc']:.2f}%  "

@@ -21,7 +21,15 @@ from .schedule import learning_rate_at, set_learning_rate
 
 
 class Trainer:
-    def __init__(self, objective, data, optimizer, args, files, logger, device, precision):
+    """Runs one stage of training. The main stage validates and writes every file; the init stage of
+    two-stage methods (AB, FT, FSP) trains at a constant lr, skips validation, and keeps only
+    ``<name>_init.pth`` so that it too can be resumed."""
+
+    def __init__(self, objective, data, optimizer, args, files, logger, device, precision, *, stage='main',
+                 epochs=None, lr_at=None):
+        self.stage = stage
+        self.epochs = epochs or args.epochs
+        self.lr_at = lr_at or (lambda epoch: learning_rate_at(epoch, args))
         self.objective = objective
         self.data = data
         self.optimizer = optimizer
@@ -41,30 +49,29 @@ class Trainer:
         if saved is None:
             raise CheckpointError(f"'{path}' has no resume data (it was not written by kdzoo's "
                                   f"<name>_last.pth); pass the run's <name>_last.pth or use --resume auto")
-        if saved['epoch'] >= self.args.epochs:
-            raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {self.args.epochs} "
+        if saved['epoch'] >= self.epochs and self.stage == 'main':
+            raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {self.epochs} "
                              f"epochs; nothing to resume (pass a larger --epochs to train on)")
         self.objective.load_resume_state(checkpoint['model'], saved['objective'])
         self.optimizer.load_state_dict(checkpoint['optimizer'])
         if self.scaler is not None and saved.get('scaler'):
             self.scaler.load_state_dict(saved['scaler'])
         self.state = {k: saved[k] for k in self.state}
-        print(f"resumed from '{path}' after epoch {self.state['epoch']} (best top-1 so far "
-              f"{self.state['best_acc']:.2f}%)")
+        print(f"resumed {self.stage} stage from '{path}' after epoch {self.state['epoch']}")
 
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self):
-        args, state = self.args, self.state
+        state = self.state
         first = state['epoch'] + 1
-        steps = (args.epochs - first + 1) * len(self.data.train)
+        steps = max(self.epochs - first + 1, 0) * len(self.data.train)
         progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None, leave=False)
         try:
-            for epoch in range(first, args.epochs + 1):
+            for epoch in range(first, self.epochs + 1):
                 started = time.time()
-                lr = learning_rate_at(epoch, args)
+                lr = self.lr_at(epoch)
                 set_learning_rate(self.optimizer, lr)
                 train = self.train_epoch(epoch, progress)
-                top1, top5, val_loss = self.evaluate()
+                top1, top5, val_loss = self.evaluate() if self.stage == 'main' else (math.nan,) * 3
                 state['wall_time'] += time.time() - started
                 state['epoch'] = epoch
                 if top1 > state['best_acc']:
@@ -74,10 +81,11 @@ class Trainer:
                               epoch_time=time.time() - started)
                 state['history'].append(record)
                 self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
-                self.logger.epoch_end(record, state, progress)
+                self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
         finally:
             progress.close()
-        self.logger.finish(state, status='finished')
+        if self.stage == 'main':
+            self.logger.finish(state, status='finished')
         return state
 
     def train_epoch(self, epoch, progress):
@@ -119,7 +127,8 @@ class Trainer:
             return
         terms = ', '.join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         self.logger.finish(self.state, status=f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
-        kept = (f"the last good checkpoint is '{self.files.last}' (epoch {self.state['epoch']})"
+        where = self.files.last if self.stage == 'main' else self.files.stage_checkpoint(self.stage)
+        kept = (f"the last good checkpoint is '{where}' (epoch {self.state['epoch']})"
                 if self.state['epoch'] else "no epoch had finished, so no checkpoint was written")
         raise NonFiniteLossError(f"the loss became NaN or infinite at epoch {epoch}, step {bad_step} "
                                  f"({terms}); {kept}; lower --learning_rate or the loss weights")
@@ -137,16 +146,18 @@ class Trainer:
         model_state = self.objective.model.state_dict()
         extras = self.objective.checkpoint_extras()
         common = dict(model=model_state, epoch=epoch, **extras)
+        resume = dict(self.state, objective=self.objective.resume_state(),
+                      scaler=self.scaler.state_dict() if self.scaler else None)
+        last = dict(common, optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume)
+        if self.stage != 'main':
+            atomic_save(last, self.files.stage_checkpoint(self.stage))
+            return
         if is_best:
             atomic_save(dict(common, best_acc=top1, optimizer=self.optimizer.state_dict()), self.files.best)
         if epoch % self.args.save_freq == 0:
             atomic_save(dict(common, accuracy=top1, optimizer=self.optimizer.state_dict()),
                         self.files.periodic(epoch))
-        resume = dict(self.state, objective=self.objective.resume_state(),
-                      scaler=self.scaler.state_dict() if self.scaler else None)
-        atomic_save(dict(common, accuracy=top1, best_acc=self.state['best_acc'],
-                         optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume),
-                    self.files.last)
+        atomic_save(dict(last, accuracy=top1, best_acc=self.state['best_acc']), self.files.last)
 
 
 @torch.no_grad()

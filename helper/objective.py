@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distiller_zoo.base import run_network
 from .errors import CheckpointError
 
 
@@ -68,3 +69,62 @@ class SupervisedObjective(Objective):
     def step(self, batch, epoch):
         logits = self.model(batch.images)
         return StepOutput(losses={'ce': F.cross_entropy(logits, batch.targets)}, logits=logits)
+
+
+class DistillObjective(Objective):
+    """A student learning from a frozen teacher through one distillation method.
+
+    The teacher is in eval mode whatever mode the objective is put in, has no gradients, and runs
+    under ``no_grad``. A method whose modules must stay frozen in this stage (AB's connector, FT's
+    paraphraser) keeps them in eval mode in its own ``train``.
+    """
+
+    def __init__(self, student, teacher, method):
+        super().__init__()
+        self.model = student
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.method = method
+
+    def trainable_modules(self):
+        return [self.model, *self.method.trainable_modules()]
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def step(self, batch, epoch):
+        method = self.method
+        with torch.no_grad():
+            out_t = run_network(self.teacher, batch.images, method.needs_feats, method.preact)
+        out_s = run_network(self.model, batch.images, method.needs_feats, method.preact)
+        return StepOutput(losses=method.losses(out_s, out_t, batch, epoch), logits=out_s.logits)
+
+    def predict(self, images):
+        return self.method.predict(self.model, self.teacher, images)
+
+    def checkpoint_extras(self):
+        return self.method.checkpoint_extras()
+
+
+class InitStageObjective(DistillObjective):
+    """The first stage of AB, FT and FSP: only the method's init loss, over the modules it names.
+
+    As in RepDistiller's ``init``, everything else (the rest of the student too) stays in eval mode.
+    """
+
+    def trainable_modules(self):
+        return self.method.init_modules(self.model)
+
+    def train(self, mode=True):
+        super().train(False)
+        for module in self.trainable_modules():
+            module.train(mode)
+        return self
+
+    def step(self, batch, epoch):
+        method = self.method
+        with torch.no_grad():
+            out_t = run_network(self.teacher, batch.images, True, method.preact)
+        out_s = run_network(self.model, batch.images, True, method.preact)
+        return StepOutput(losses={'init': method.init_loss(out_s, out_t, batch)}, logits=out_s.logits)

@@ -43,17 +43,22 @@ class RunFiles:
         self.last = os.path.join(self.folder, f'{model_name}_last.pth')
         self.metrics = os.path.join(self.folder, 'metrics.json')
 
+    def stage_checkpoint(self, stage):
+        """Resume file of a preliminary stage (the init stage of AB, FT, FSP)."""
+        return os.path.join(self.folder, f'{self.model_name}_{stage}.pth')
+
     def periodic(self, epoch):
         return os.path.join(self.folder, f'ckpt_epoch_{epoch}.pth')
 
     def resume_path(self, resume):
-        """The checkpoint --resume names ('auto': this run's last checkpoint)."""
+        """The checkpoint --resume names ('auto': this run's last checkpoint, else its init-stage one)."""
         if resume != 'auto':
             return resume
-        if not os.path.isfile(self.last):
-            raise KDZooError(f"--resume auto found no checkpoint at '{self.last}'; start the run without "
-                             f"--resume, or pass the checkpoint path")
-        return self.last
+        for path in (self.last, self.stage_checkpoint('init')):
+            if os.path.isfile(path):
+                return path
+        raise KDZooError(f"--resume auto found no checkpoint at '{self.last}'; start the run without "
+                         f"--resume, or pass the checkpoint path")
 
     def refuse_overwrite(self, resume, overwrite):
         """A new run never writes over an existing one unless asked to."""

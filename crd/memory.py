@@ -1,0 +1,94 @@
+"""CRD's memory (RepDistiller's crd/memory.py): banks of past embeddings that supply the negatives.
+
+Memory: the two banks hold 2 x n_data x feat_dim numbers, 4 bytes each in fp32 and 2 with
+``--crd_bank fp16|bf16``: CIFAR-100 (50,000 x 128) needs 51 MB in fp32; ImageNet (1.28M x 128)
+needs 1.31 GB in fp32 and 0.66 GB in half precision. A half bank only stores the rows in half
+precision: the scores and the momentum update are computed in fp32 after the gather. Each step also
+gathers 2 x B x (K+1) x feat_dim fp32 numbers, kept for the backward pass (1.07 GB at RepDistiller's
+B 64, K 16384, feat_dim 128), whatever the bank dtype.
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+from helper.errors import KDZooError
+
+__all__ = ['BANK_DTYPES', 'ContrastMemory']
+
+BANK_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+REPORT_BYTES = 100e6  # banks larger than this are announced at construction
+
+
+def _compute_dtype(tensor):
+    """fp32 for half inputs (autocast), the input's own dtype otherwise (fp64 in tests)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
+class ContrastMemory(nn.Module):
+    """``ContrastMemory(inputSize, outputSize, K, T=0.07, momentum=0.5)``: two banks of outputSize rows
+    (one per training image) of inputSize-wide embeddings, ``memory_v1`` for the student and
+    ``memory_v2`` for the teacher, initialised uniform in +-1/sqrt(inputSize/3).
+
+    ``forward(v1, v2, y, idx=None)`` takes the L2-normalised student and teacher embeddings (B, inputSize),
+    the data-set indices y of the batch and the (B, K+1) index rows (positive first, then K negatives).
+    It returns ``(out_v1, out_v2)``, each (B, K+1, 1): out_v1 = exp(<v1, memory_v2[idx]>/T) / Z_v1 (student
+    anchors against teacher rows) and out_v2 = exp(<v2, memory_v1[idx]>/T) / Z_v2. Each Z is estimated on
+    the first batch as the mean of its exp-scores times outputSize and then frozen; the ``Z`` buffer holds
+    -1 until then, so a restored state_dict continues with the same constants. After the scores, rows y of
+    both banks move to normalise(momentum * row + (1 - momentum) * embedding).
+
+    Without ``idx`` all K + 1 indices are drawn uniformly from the bank and the first is replaced by y,
+    as RepDistiller's AliasMethod does with its uniform weights (negatives may then share the class).
+    ``bank_dtype`` (not in RepDistiller) stores the banks in half precision.
+    """
+
+    def __init__(self, inputSize, outputSize, K, T=0.07, momentum=0.5, bank_dtype=torch.float32):
+        super().__init__()
+        self.K, self.T, self.momentum = K, T, momentum
+        self.register_buffer('Z', torch.full((2,), -1.0))  # Z_v1, Z_v2; negative = not yet estimated
+        stdv = 1.0 / math.sqrt(inputSize / 3)
+        for name in ('memory_v1', 'memory_v2'):
+            bank = torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv)
+            self.register_buffer(name, bank.to(bank_dtype))
+        size = 2 * outputSize * inputSize * self.memory_v1.element_size()
+        if size > REPORT_BYTES:
+            print(f"CRD memory banks: 2 x {outputSize} x {inputSize} {str(bank_dtype).replace('torch.', '')} "
+                  f"= {size / 1e9:.2f} GB on the training device")
+        self._z_shown = False
+
+    def forward(self, v1, v2, y, idx=None):
+        batch, width = v1.shape
+        n_data = self.memory_v1.size(0)
+        if idx is None:
+            idx = torch.randint(n_data, (batch, self.K + 1), device=y.device)
+            idx[:, 0] = y
+        elif idx.dim() != 2 or idx.size(0) != batch:
+            raise KDZooError(f"contrast_idx must hold one row per anchor, shape ({batch}, 1 + negatives), got "
+                             f"{tuple(idx.shape)}; pass the positive index then the negatives in each row")
+        dtype = _compute_dtype(v1)
+        with torch.autocast(v1.device.type, enabled=False):
+            v1, v2 = v1.to(dtype), v2.to(dtype)
+            rows = idx.reshape(-1)
+            weight_v1 = self.memory_v1.index_select(0, rows).to(dtype).view(batch, -1, width)
+            out_v2 = torch.exp(torch.bmm(weight_v1, v2.unsqueeze(2)) / self.T)
+            weight_v2 = self.memory_v2.index_select(0, rows).to(dtype).view(batch, -1, width)
+            out_v1 = torch.exp(torch.bmm(weight_v2, v1.unsqueeze(2)) / self.T)
+            with torch.no_grad():
+                estimate = torch.stack([out_v1.mean(), out_v2.mean()]) * n_data
+                self.Z.copy_(torch.where(self.Z < 0, estimate, self.Z))
+                self._momentum_update(self.memory_v1, v1, y)
+                self._momentum_update(self.memory_v2, v2, y)
+            z = self.Z.clone()  # the division keeps its own copy: the buffer may change before backward
+            out_v1 = out_v1 / z[0]
+            out_v2 = out_v2 / z[1]
+        if not self._z_shown:  # one read-back per process: the estimate, or the constants a resume restored
+            self._z_shown = True
+            print(f"CRD normalisation constants: Z_v1 {self.Z[0].item():.1f}, Z_v2 {self.Z[1].item():.1f}")
+        return out_v1, out_v2
+
+    def _momentum_update(self, bank, embedding, y):
+        rows = bank.index_select(0, y).to(embedding.dtype).mul_(self.momentum)
+        rows.add_(embedding * (1 - self.momentum))
+        rows = rows / rows.pow(2).sum(1, keepdim=True).pow(0.5)
+        bank.index_copy_(0, y, rows.to(bank.dtype))

@@ -1,0 +1,37 @@
+"""CRD: Tian, Krishnan and Isola, "Contrastive Representation Distillation" (ICLR 2020).
+
+The penultimate features (f4) of both networks go through trained ``Embed`` heads to --feat_dim;
+each student embedding must pick out its teacher embedding among --nce_k stored embeddings of
+other classes, and vice versa (crd/criterion.py, crd/memory.py). The data side (--mode, the
+negatives of batch.contrast_idx) is dataset/contrast.py. CRD+KD is ``-a 1``.
+"""
+import argparse
+
+from crd.criterion import CRDLoss
+from dataset.batches import ContrastSpec
+from .base import Distiller, register
+
+__all__ = ['CRDLoss', 'CRD']
+
+
+@register('crd')
+class CRD(Distiller):
+    """RepDistiller's ``crd``: ``-a 0 -b 0.8``; the memory banks and the Z constants are buffers of
+    ``criterion.contrast``, so resume restores them."""
+    needs_feats = True
+    default_weights = (1.0, 0.0, 0.8)
+
+    @classmethod
+    def data_options(cls, args):
+        return {'train_sample': ContrastSpec(args.nce_k, args.mode)}
+
+    def __init__(self, args, student, teacher, probe_s, probe_t, data):
+        super().__init__(args, student, teacher, probe_s, probe_t, data)
+        opt = argparse.Namespace(**vars(args))
+        opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
+        opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
+        opt.n_data = data.num_train
+        self.criterion = CRDLoss(opt)
+
+    def method_loss(self, out_s, out_t, batch, epoch):
+        return self.criterion(out_s.feats[-1], out_t.feats[-1], batch.indices, batch.contrast_idx)
