@@ -2,26 +2,32 @@
 
     python train_student.py --path_t ./save/teachers/models/resnet32x4_vanilla/resnet32x4_best.pth \\
         --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1
+    python train_student.py --path-t ./save/teachers/models/ResNet50_vanilla/ResNet50_best.pth --dataset imagenet \\
+        --model_s ResNet18 --distill simkd -c 0 -d 0 -b 1 --gpu_id 0,1,2,3 --multiprocessing-distributed \\
+        --dist-url tcp://127.0.0.1:23444 --dali gpu                         # the SimKD repo's ImageNet command
 
 The loss is gamma * CE + alpha * KD + beta * (the method's loss), RepDistiller's -r/-a/-b (the SimKD
 repo's -c/-d/-b). Weights not given default to those of the script behind the method's published
 numbers; the run prints the weights it uses.
 """
 import difflib
+import os
+import sys
 
 import torch
 
 from distiller_zoo import DISTILLERS
 from distiller_zoo.base import run_network
 from helper.args import parser_for, resolve_common_args
-from helper.checkpoint import load_weights
+from helper.checkpoint import atomic_save, load_weights
+from helper.distributed import current, launch
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
 from helper.loop import Trainer, evaluate_predictions
 from helper.objective import DistillObjective, InitStageObjective
 from helper.run_files import RunFiles, student_run_name
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd
+from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.registry import build_model, check_model_name, model_name_from_path
 
 
@@ -55,6 +61,12 @@ def parse_args(argv=None):
     crd.add_argument('--crd_bank', choices=('fp32', 'fp16', 'bf16'), default='fp32',
                      help='dtype of the two memory banks (half halves their memory; see README)')
 
+    for method_cls in dict.fromkeys(DISTILLERS.values()):  # each class once, aliases or not
+        method_cls.add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = parser.parse_known_args(argv)[0].distill
+    if chosen in DISTILLERS:
+        argv = DISTILLERS[chosen].rewrite_argv(argv)
     args = parser.parse_args(argv)
     if args.path_t is None:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
@@ -77,7 +89,7 @@ def parse_args(argv=None):
 
 def resolve_weights(args, method):
     """Fill -r/-a/-b not given with the method's defaults; refuse negative weights."""
-    defaults = dict(zip(('gamma', 'alpha', 'beta'), method.default_weights))
+    defaults = dict(zip(('gamma', 'alpha', 'beta'), method.defaults_for(args)))
     taken = [key for key in defaults if getattr(args, key) is None]
     for key in taken:
         setattr(args, key, defaults[key])
@@ -120,7 +132,12 @@ def build_objective(args, data, device, precision):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Parse, then train here or in one process per GPU (--multiprocessing-distributed, torchrun)."""
+    return launch(parse_args(argv), train)
+
+
+def train(args):
+    """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = DISTILLERS[args.distill]
     run_name = student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
                                 args.beta, args.trial)
@@ -130,6 +147,7 @@ def main(argv=None):
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args, **method_cls.data_options(args))
     objective = build_objective(args, data, device, precision)
+    synchronise_batchnorm(objective, args, device)
     student, teacher = objective.model, objective.teacher
     num_params = count_parameters(student)
     print(f"student {args.model_s} ({num_params / 1e6:.2f}M parameters) <- teacher {args.model_t} by "
@@ -139,7 +157,8 @@ def main(argv=None):
         args.teacher_top1 = top1
         print(f"teacher {args.model_t}: top-1 {top1:.2f}% (top-5 {top5:.2f}%) on the {args.dataset} test set")
 
-    files.create()
+    if current().is_main:  # the other ranks of a job write nothing
+        files.create()
     logger = RunLogger(files, args, num_params)
     run_init_stage(args, objective, data, files, logger, device, precision, resume_path)
     trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
@@ -147,10 +166,24 @@ def main(argv=None):
     if resume_path and resume_path != files.stage_checkpoint('init'):
         trainer.resume(resume_path)
     state = trainer.fit()
+    if current().is_main:
+        export_deployable(objective, args, files, state)
     last = state['history'][-1]
     print(f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
           f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
     return state
+
+
+def export_deployable(objective, args, files, state):
+    """Methods whose deployed network is more than the student (SimKD) also write <s>_deploy.pth."""
+    exported = objective.method.deployable(objective.model, objective.teacher)
+    if exported is None:
+        return
+    module, meta = exported
+    path = os.path.join(files.folder, f'{args.model_s}_deploy.pth')
+    atomic_save(dict(model=module.state_dict(), deploy=meta, epoch=state['epoch'],
+                     accuracy=state['history'][-1]['val_top1']), path)
+    print(f"deployable network (last epoch) saved to {path}; evaluate it with tools/eval.py --path {path}")
 
 
 def run_init_stage(args, objective, data, files, logger, device, precision, resume_path):

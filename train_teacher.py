@@ -2,15 +2,18 @@
 
     python train_teacher.py --model resnet32x4
     python train_teacher.py --model resnet8 --dataset digits --epochs 15     # built-in data, CPU demo
+    python train_teacher.py --model ResNet18 --dataset imagenet --gpu_id 0,1,2,3 --multiprocessing-distributed \
+        --dist-url tcp://127.0.0.1:23333 --dali gpu                          # the SimKD repo's ImageNet command
 """
 from helper.args import parser_for, resolve_common_args
+from helper.distributed import current, launch
 from helper.errors import run_cli
 from helper.logger import RunLogger
 from helper.loop import Trainer
 from helper.objective import SupervisedObjective
 from helper.run_files import RunFiles, teacher_run_name
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd
+from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.registry import build_model, check_model_name
 
 
@@ -23,7 +26,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Parse, then train here or in one process per GPU (--multiprocessing-distributed, torchrun)."""
+    return launch(parse_args(argv), train)
+
+
+def train(args):
+    """One process's run: all of it in a single process, or one rank of a multi-process job."""
     files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
                      args.model)
     files.refuse_overwrite(args.resume, args.overwrite)
@@ -34,12 +42,14 @@ def main(argv=None):
     model = build_model(args.model, data.num_classes, args.dataset)
     model = model.to(device, memory_format=memory_format(precision))
     objective = SupervisedObjective(model)
+    synchronise_batchnorm(objective, args, device)
     optimizer = sgd(objective.trainable_modules(), args)
     num_params = count_parameters(model)
     print(f"{args.model}: {num_params / 1e6:.2f}M parameters; {args.dataset} ({data.num_train} training "
           f"images, {data.num_classes} classes); {device.type}, {precision}; {args.lr_note}; seed {args.seed}")
 
-    files.create()
+    if current().is_main:  # the other ranks of a job write nothing
+        files.create()
     trainer = Trainer(objective, data, optimizer, args, files, RunLogger(files, args, num_params),
                       device, precision)
     if resume_path:

@@ -6,12 +6,17 @@ needs 1.31 GB in fp32 and 0.66 GB in half precision. A half bank only stores the
 precision: the scores and the momentum update are computed in fp32 after the gather. Each step also
 gathers 2 x B x (K+1) x feat_dim fp32 numbers, kept for the backward pass (1.07 GB at RepDistiller's
 B 64, K 16384, feat_dim 128), whatever the bank dtype.
+
+In a multi-process job every process keeps the whole banks. Each scores its own anchors, then the
+embeddings and indices of the global batch are gathered and every process applies the same update, so the
+banks stay identical everywhere and equal to a single process's; Z is estimated over the global batch.
 """
 import math
 
 import torch
 import torch.nn as nn
 
+from helper import distributed
 from helper.errors import KDZooError
 
 __all__ = ['BANK_DTYPES', 'ContrastMemory']
@@ -56,6 +61,7 @@ class ContrastMemory(nn.Module):
             print(f"CRD memory banks: 2 x {outputSize} x {inputSize} {str(bank_dtype).replace('torch.', '')} "
                   f"= {size / 1e9:.2f} GB on the training device")
         self._z_shown = False
+        self._z_pending = None  # multi-process runs: whether Z still needs its estimate (read once)
 
     def forward(self, v1, v2, y, idx=None):
         batch, width = v1.shape
@@ -75,10 +81,13 @@ class ContrastMemory(nn.Module):
             weight_v2 = self.memory_v2.index_select(0, rows).to(dtype).view(batch, -1, width)
             out_v1 = torch.exp(torch.bmm(weight_v2, v1.unsqueeze(2)) / self.T)
             with torch.no_grad():
-                estimate = torch.stack([out_v1.mean(), out_v2.mean()]) * n_data
-                self.Z.copy_(torch.where(self.Z < 0, estimate, self.Z))
-                self._momentum_update(self.memory_v1, v1, y)
-                self._momentum_update(self.memory_v2, v2, y)
+                if distributed.current().enabled:
+                    self._update_across_ranks(out_v1, out_v2, v1, v2, y, n_data)
+                else:
+                    estimate = torch.stack([out_v1.mean(), out_v2.mean()]) * n_data
+                    self.Z.copy_(torch.where(self.Z < 0, estimate, self.Z))
+                    self._momentum_update(self.memory_v1, v1, y)
+                    self._momentum_update(self.memory_v2, v2, y)
             z = self.Z.clone()  # the division keeps its own copy: the buffer may change before backward
             out_v1 = out_v1 / z[0]
             out_v2 = out_v2 / z[1]
@@ -86,6 +95,20 @@ class ContrastMemory(nn.Module):
             self._z_shown = True
             print(f"CRD normalisation constants: Z_v1 {self.Z[0].item():.1f}, Z_v2 {self.Z[1].item():.1f}")
         return out_v1, out_v2
+
+    def _update_across_ranks(self, out_v1, out_v2, v1, v2, y, n_data):
+        """Z from the global batch's mean scores, then the momentum update with the global batch."""
+        if self._z_pending is None:
+            self._z_pending = bool((self.Z < 0).any())  # false after a resume that restored Z
+        if self._z_pending:
+            sums = torch.stack([out_v1.sum(), out_v2.sum(), torch.tensor(float(out_v1.numel()), device=y.device,
+                                                                        dtype=out_v1.dtype)])
+            sums = distributed.all_reduce_step(sums)
+            self.Z.copy_(sums[:2] / sums[2] * n_data)
+            self._z_pending = False
+        y_all = distributed.all_gather_step(y)
+        self._momentum_update(self.memory_v1, distributed.all_gather_step(v1.contiguous()), y_all)
+        self._momentum_update(self.memory_v2, distributed.all_gather_step(v2.contiguous()), y_all)
 
     def _momentum_update(self, bank, embedding, y):
         rows = bank.index_select(0, y).to(embedding.dtype).mul_(self.momentum)

@@ -7,9 +7,9 @@ import torch
 
 from helper.errors import KDZooError
 
-# Independent random streams within an epoch, so that switching CRD sampling on or off leaves the
-# shuffle order and the augmentation of every image unchanged.
-SHUFFLE_STREAM, AUGMENT_STREAM, CONTRAST_STREAM = 0, 1, 2
+# Independent random streams within an epoch, so that switching CRD sampling or NTCE-KD's strong view
+# on or off leaves the shuffle order and the augmentation of every image unchanged.
+SHUFFLE_STREAM, AUGMENT_STREAM, CONTRAST_STREAM, STRONG_STREAM = 0, 1, 2, 3
 
 
 @dataclass
@@ -19,6 +19,7 @@ class Batch:
     targets: torch.Tensor  # int64 class labels
     indices: torch.Tensor  # int64 positions of the images in their data set
     contrast_idx: Optional[torch.Tensor] = None  # (B, k+1) int64: positive, then k negatives (CRD only)
+    images_strong: Optional[torch.Tensor] = None  # the same images, strongly augmented (NTCE-KD only)
 
 
 @dataclass
@@ -47,10 +48,12 @@ class ContrastSpec:
             raise KDZooError(f"--nce_k must be at least 1, got {self.k}; pass a positive number of negatives")
 
 
-def epoch_generator(seed, epoch, stream, device='cpu'):
-    """A fresh generator whose draws depend only on (seed, epoch, stream), never on global RNG state."""
-    # SeedSequence mixes the three numbers, so nearby seeds and epochs still give unrelated streams.
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0]
+def epoch_generator(seed, epoch, stream, device='cpu', rank=None):
+    """A fresh generator whose draws depend only on (seed, epoch, stream), never on global RNG state;
+    ``rank`` gives each process of a multi-process run a stream of its own (None: the single-process one)."""
+    # SeedSequence mixes the numbers, so nearby seeds and epochs still give unrelated streams.
+    entropy = [seed, epoch, stream] + ([] if rank is None else [rank])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     generator = torch.Generator(device=device)
     generator.manual_seed(int(state))
     return generator

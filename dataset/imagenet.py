@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from helper.errors import DatasetError
 from .batches import AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, Batch, DataBundle, epoch_generator, normalise
@@ -91,8 +91,9 @@ class EpochSampler(Sampler):
 class FolderLoader:
     """Batches from a DataLoader moved to the device, normalised there, with CRD rows when asked."""
 
-    def __init__(self, loader, device, *, sampler=None, seed=0, channels_last=False, contrast=None):
+    def __init__(self, loader, device, *, sampler=None, seed=0, channels_last=False, contrast=None, rank=None):
         self.loader = loader
+        self.rank = rank  # None in a single process
         self.device = device
         self.sampler = sampler
         self.seed = seed
@@ -113,7 +114,7 @@ class FolderLoader:
     def __iter__(self):
         contrast_rng = None
         if self.contrast is not None:
-            contrast_rng = epoch_generator(self.seed, self.epoch, CONTRAST_STREAM, self.device)
+            contrast_rng = epoch_generator(self.seed, self.epoch, CONTRAST_STREAM, self.device, rank=self.rank)
         for pixels, targets, indices in self.loader:
             pixels = pixels.to(self.device, non_blocking=True)
             if self.channels_last:
@@ -125,9 +126,8 @@ class FolderLoader:
             yield batch
 
 
-def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_workers, seed, train_sample,
-                   drop_last, channels_last):
-    """DataBundle of the train/ and val/ folders under ``data_folder``."""
+def scan_imagenet(data_folder):
+    """(class names, train samples, val samples) of ``data_folder``'s train/ and val/, or one clear error."""
     root = os.path.abspath(data_folder)
     train_classes, train_samples = scan_image_folder(os.path.join(root, 'train'))
     val_classes, val_samples = scan_image_folder(os.path.join(root, 'val'))
@@ -136,16 +136,70 @@ def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_worke
         only_val = sorted(set(val_classes) - set(train_classes))[:3]
         raise DatasetError(f"the class folders of {root}/train and {root}/val differ (only in train: {only_train}, "
                            f"only in val: {only_val}); give both the same class folders")
+    return train_classes, train_samples, val_samples
+
+
+class ShardedEpochBatches(Sampler):
+    """Batches of (index, epoch) keys for one process of a multi-process run: the epoch's order is
+    EpochSampler's (a function of seed and epoch), cut into global batches, and this process takes the
+    r-th of W near-equal slices of each, so the processes together read exactly one process's batches.
+    A last global batch too short to give every process an image is dropped (each process must take
+    every step)."""
+
+    def __init__(self, size, seed, batch_size, rank, world_size, drop_last):
+        self.order = EpochSampler(size, seed)
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.drop_last = drop_last
+
+    def set_epoch(self, epoch):
+        self.order.set_epoch(epoch)
+
+    def __len__(self):
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (0 if self.drop_last or rest < self.world_size else 1)
+
+    def __iter__(self):
+        keys = list(self.order)
+        for step in range(len(self)):
+            batch = keys[step * self.batch_size:(step + 1) * self.batch_size]
+            n = len(batch)
+            yield batch[self.rank * n // self.world_size:(self.rank + 1) * n // self.world_size]
+
+
+def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_workers, seed, train_sample,
+                   drop_last, channels_last, rank=0, world_size=1):
+    """DataBundle of the train/ and val/ folders under ``data_folder``; with ``world_size`` > 1, process
+    ``rank``'s share of every global batch of ``batch_size`` and its contiguous part of the validation set."""
+    train_classes, train_samples, val_samples = scan_imagenet(data_folder)
     train_set = ImageFolderDataset(train_samples, train=True, seed=seed)
     val_set = ImageFolderDataset(val_samples, train=False)
-    sampler = EpochSampler(len(train_set), seed)
     # An own generator keeps the DataLoader from drawing its worker seed from the global RNG.
     options = dict(num_workers=num_workers, pin_memory=device.type == 'cuda', persistent_workers=num_workers > 0,
                    generator=torch.Generator())
-    train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=drop_last, **options)
-    val_loader = DataLoader(val_set, val_batch_size, shuffle=False, **options)
+    if world_size > 1:
+        sampler = ShardedEpochBatches(len(train_set), seed, batch_size, rank, world_size, drop_last)
+        train_loader = DataLoader(train_set, batch_sampler=sampler, **options)
+        n = len(val_set)
+        val_share = Subset(val_set, range(rank * n // world_size, (rank + 1) * n // world_size))
+        val_loader = DataLoader(val_share, val_batch_size, shuffle=False, **options)
+    else:
+        sampler = EpochSampler(len(train_set), seed)
+        train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=drop_last, **options)
+        val_loader = DataLoader(val_set, val_batch_size, shuffle=False, **options)
     contrast = ContrastSampler(train_set.labels, train_sample, device) if train_sample else None
+    # CRD rows are drawn per process batch; each process draws from a stream of its own.
     train = FolderLoader(train_loader, device, sampler=sampler, seed=seed, channels_last=channels_last,
-                         contrast=contrast)
+                         contrast=contrast, rank=rank if world_size > 1 else None)
     val = FolderLoader(val_loader, device, channels_last=channels_last)
     return DataBundle(train, val, len(train_classes), len(train_set), train_set.labels)
+
+
+def build_dali_data(data_folder, *, mode, batch_size, val_batch_size, device, seed, train_sample, drop_last,
+                    channels_last, num_threads, rank=0, world_size=1):
+    """DataBundle of the same folders read by NVIDIA DALI (dataset/imagenet_dali.py; imported only here)."""
+    from .imagenet_dali import build_dali_imagenet
+    classes, train_samples, val_samples = scan_imagenet(data_folder)
+    return build_dali_imagenet(train_samples, val_samples, len(classes), mode=mode,
+                               batch_size=batch_size // world_size, val_batch_size=val_batch_size, device=device,
+                               seed=seed, train_sample=train_sample, rank=rank, world_size=world_size,
+                               num_threads=num_threads, channels_last=channels_last)

@@ -69,6 +69,22 @@ class Distiller(nn.Module):
         self.kd_T = args.kd_T
 
     @classmethod
+    def rewrite_argv(cls, argv):
+        """Translate flags this method's own repo spells differently before parsing (NORM's -c/-s mean
+        --ceta/--co-sponge there, --cls/--soft in the SimKD repo). Called only for the chosen method."""
+        return argv
+
+    @classmethod
+    def add_arguments(cls, parser):
+        """Flags of this method's own (e.g. DKD's --dkd_alpha), added to train_student.py's parser.
+        Every registered method is asked, so a flag name must not clash with another method's."""
+
+    @classmethod
+    def defaults_for(cls, args):
+        """(gamma, alpha, beta) for -r/-a/-b not given; may depend on the pair (DKD's per-pair beta)."""
+        return cls.default_weights
+
+    @classmethod
     def data_options(cls, args):
         """Extra options for build_data (CRD's contrast sampling, SemCKD's drop_last)."""
         return {}
@@ -96,6 +112,12 @@ class Distiller(nn.Module):
     def checkpoint_extras(self):
         """Entries saved beside ``model`` in every checkpoint (SimKD's ``proj``)."""
         return {}
+
+    def deployable(self, student, teacher):
+        """The network to ship when it is more than the bare student (SimKD: student, projector and the
+        teacher's classifier in one module), as ``(module, meta)`` with ``meta`` enough for
+        ``models.deploy`` to rebuild it; None when the student alone is the deployed network."""
+        return None
 
     # Two-stage methods (AB, FT, FSP) train some modules first for --init_epochs with init_loss.
     def init_modules(self, student):

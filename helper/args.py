@@ -32,7 +32,12 @@ def add_common_args(parser):
     data.add_argument('--data_folder', default='./data', help='where cifar-100-python/ or the ImageNet '
                       'train/ and val/ folders are')
     data.add_argument('--num_workers', type=int, default=8, help='loader processes (ImageNet folders only)')
-    data.add_argument('--batch_size', type=int, default=None, help='64 on CIFAR, 256 on ImageNet')
+    data.add_argument('--batch_size', type=int, default=None, help='64 on CIFAR, 256 on ImageNet; the global '
+                      'batch of a multi-process run, split evenly over its processes')
+    data.add_argument('--dali', choices=('gpu', 'cpu'), default=None,
+                      help="read ImageNet folders with NVIDIA DALI, decoding on the GPU ('gpu') or in DALI's CPU "
+                           "threads ('cpu'); needs pip install nvidia-dali-cuda120 (default: PIL in --num_workers "
+                           "processes)")
 
     optim = parser.add_argument_group('optimisation')
     optim.add_argument('--epochs', type=int, default=None, help='240 on CIFAR, 120 on ImageNet')
@@ -46,6 +51,8 @@ def add_common_args(parser):
                        help="'step' (RepDistiller) or 'cos' (cosine to zero over --epochs)")
     optim.add_argument('--weight_decay', type=float, default=None, help='5e-4 on CIFAR, 1e-4 on ImageNet')
     optim.add_argument('--momentum', type=float, default=0.9)
+    optim.add_argument('--nesterov', action='store_true',
+                       help='Nesterov momentum (the ND and L-MCL recipes; RepDistiller uses plain momentum)')
 
     run = parser.add_argument_group('run')
     run.add_argument('--trial', type=str, default='0', help='experiment id, part of the save folder name')
@@ -65,6 +72,26 @@ def add_common_args(parser):
     run.add_argument('--overwrite', action='store_true',
                      help='start afresh in a save folder that already holds a run')
     run.add_argument('--save_root', type=str, default='./save', help='root of the save/ layout')
+
+    ddp = parser.add_argument_group('multi-GPU and multi-node (also: torchrun --nproc_per_node N <script> ...)')
+    ddp.add_argument('--multiprocessing-distributed', '--multiprocessing_distributed',
+                     dest='multiprocessing_distributed', action='store_true',
+                     help='start one process per GPU of --gpu_id (per --nproc-per-node CPU worker without CUDA) '
+                          'on this node, as the SimKD repo does')
+    ddp.add_argument('--dist-url', '--dist_url', dest='dist_url', default='tcp://127.0.0.1:23456',
+                     help="rendezvous address; node 0 binds it, every node must reach it")
+    ddp.add_argument('--dist-backend', '--dist_backend', dest='dist_backend', choices=('nccl', 'gloo'), default=None,
+                     help='nccl on GPUs, gloo on the CPU (default: by device)')
+    ddp.add_argument('--world-size', '--world_size', dest='world_size', type=int, default=1,
+                     help='number of nodes with --multiprocessing-distributed (of processes without it)')
+    ddp.add_argument('--rank', type=int, default=0,
+                     help='this node\'s rank with --multiprocessing-distributed (this process\'s without it)')
+    ddp.add_argument('--nproc-per-node', '--nproc', dest='nproc_per_node', type=int, default=None,
+                     help='processes per node with --multiprocessing-distributed (default: one per --gpu_id '
+                          'entry; on a machine without CUDA, this many CPU workers with gloo)')
+    ddp.add_argument('--sync-bn', '--sync_bn', dest='sync_bn', action='store_true',
+                     help='batch-norm statistics over the global batch (SyncBatchNorm on GPUs, a gloo '
+                          'equivalent on the CPU); without it each process normalises by its own share')
     return parser
 
 
@@ -95,6 +122,8 @@ def resolve_common_args(args, model_name):
     args.lr_decay_epochs = parse_decay_epochs(args.lr_decay_epochs)
     if args.deterministic and args.seed is None:
         args.seed = 12345
+    if args.dali and args.dataset != 'imagenet':
+        raise KDZooError(f"--dali reads ImageNet folders; {args.dataset} is already decoded in memory, drop --dali")
     if os.sep in args.trial or '/' in args.trial:
         raise KDZooError(f"--trial '{args.trial}' cannot contain a path separator")
     return args

@@ -30,7 +30,7 @@ def run_cli(main, argv=None):
         return main(argv)
     except KDZooError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, 'exit_status', 2))  # 2: a mistake to fix; 1: a distributed job that failed
     except KeyboardInterrupt:
         print("interrupted: the last completed epoch is saved; continue with --resume auto",
               file=sys.stderr)

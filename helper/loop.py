@@ -5,6 +5,11 @@ checkpoints (atomically), TensorBoard scalars and the metrics JSON. A NaN or inf
 run before anything of that epoch is saved, so the last checkpoint on disk is always a good one.
 Everything a rerun needs (weights, optimiser, method state, seed, history) is in ``<name>_last.pth``,
 and the data order is a function of (seed, epoch), so ``--resume`` reproduces the uninterrupted run.
+
+In a multi-process job (helper/distributed.py) every process runs this loop on its share of each global
+batch: gradients are averaged over the processes after ``backward``, the epoch's training and validation
+numbers are summed over them, a non-finite loss on any process stops all of them, and only rank 0 writes
+files while the others wait for it.
 """
 import math
 import time
@@ -13,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import atomic_save, load_checkpoint
 from .errors import CheckpointError, KDZooError, NonFiniteLossError
 from .metrics import RunningSums, correct_topk
@@ -40,6 +46,7 @@ class Trainer:
         self.precision = precision
         # fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
+        self.dist = distributed.current()
         self.state = dict(epoch=0, best_acc=0.0, best_top5=0.0, best_epoch=0, history=[], wall_time=0.0)
 
     # ---- resume -------------------------------------------------------------------------------
@@ -64,27 +71,40 @@ class Trainer:
         state = self.state
         first = state['epoch'] + 1
         steps = max(self.epochs - first + 1, 0) * len(self.data.train)
-        progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None, leave=False)
+        if self.dist.enabled:
+            # Identical by seeding already; this makes sure (and covers a resume read differently).
+            distributed.broadcast_state(self.objective, self.objective.rebuilt_prefixes)
+        progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
+                        leave=False)
         try:
             for epoch in range(first, self.epochs + 1):
                 started = time.time()
                 lr = self.lr_at(epoch)
                 set_learning_rate(self.optimizer, lr)
                 train = self.train_epoch(epoch, progress)
-                top1, top5, val_loss = self.evaluate() if self.stage == 'main' else (math.nan,) * 3
+                if self.stage == 'main':
+                    top1, top5, val_loss, extra = self.evaluate()
+                else:
+                    top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
                 state['wall_time'] += time.time() - started
                 state['epoch'] = epoch
-                if top1 > state['best_acc']:
+                # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
+                if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
                     state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
                 record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
-                              val_top1=top1, val_top5=top5, val_loss=val_loss,
+                              val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
                               epoch_time=time.time() - started)
                 state['history'].append(record)
-                self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
-                self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
+                if self.dist.is_main:
+                    self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
+                    if self.stage == 'main':
+                        self.objective.after_epoch(state, self.files)
+                    self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
+                if self.dist.enabled:
+                    distributed.barrier_patient()  # the others wait while rank 0 writes
         finally:
             progress.close()
-        if self.stage == 'main':
+        if self.stage == 'main' and self.dist.is_main:
             self.logger.finish(state, status='finished')
         return state
 
@@ -96,6 +116,7 @@ class Trainer:
         # the queue, so remember the first bad step on the device and look at it every print_freq steps.
         check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
         first_bad = torch.full((), -1, device=self.device)
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
         for step, batch in enumerate(self.data.train, 1):
             with autocast(self.device, self.precision):
                 out = self.objective.step(batch, epoch)
@@ -105,11 +126,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is None:
                 loss.backward()
+                if self.dist.enabled:
+                    distributed.all_reduce_gradients(params, batch.targets.size(0))
                 self.optimizer.step()
             else:
                 self.scaler.scale(loss).backward()
+                if self.dist.enabled:  # every rank then sees the same inf/NaN and skips the same steps
+                    distributed.all_reduce_gradients(params, batch.targets.size(0))
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+            # Objectives with a second optimisation of their own (L-MCL's meta step) run it here, after the
+            # main update, at the training precision.
+            with autocast(self.device, self.precision):
+                self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
             n = batch.targets.size(0)
             top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
             sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
@@ -119,14 +148,31 @@ class Trainer:
                 means = sums.means()
                 progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
             progress.update(1)
+        if self.dist.enabled:
+            return self._global_means(sums)
         return sums.means()
 
+    def _global_means(self, sums):
+        """The epoch's training means over every process's samples."""
+        names = sorted(sums.sums)
+        totals = torch.stack([sums.sums[name].float() for name in names]
+                             + [torch.tensor(float(sums.count), device=self.device)])
+        totals = distributed.all_reduce_patient(totals).tolist()
+        return {name: value / max(totals[-1], 1) for name, value in zip(names, totals)}
+
     def _stop_if_not_finite(self, first_bad, epoch, losses):
+        if self.dist.enabled:
+            # Every process stops at the same check, at the earliest bad step of any of them.
+            never = torch.iinfo(torch.int64).max
+            bad = torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad).to(torch.int64)
+            bad = int(distributed.all_reduce_step(bad.reshape(1), op=torch.distributed.ReduceOp.MIN))
+            first_bad = torch.tensor(-1 if bad == never else bad)
         bad_step = int(first_bad)
         if bad_step < 0:
             return
         terms = ', '.join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        self.logger.finish(self.state, status=f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
+        if self.dist.is_main:
+            self.logger.finish(self.state, status=f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
         where = self.files.last if self.stage == 'main' else self.files.stage_checkpoint(self.stage)
         kept = (f"the last good checkpoint is '{where}' (epoch {self.state['epoch']})"
                 if self.state['epoch'] else "no epoch had finished, so no checkpoint was written")
@@ -135,10 +181,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader=None):
-        """Top-1, top-5 (percent) and mean cross-entropy of the deployed network."""
+        """Top-1, top-5 (percent), mean cross-entropy of the deployed network, and the objective's extra
+        numbers for the epoch record (a dict; empty but for online training)."""
         self.objective.eval()
-        return evaluate_predictions(self.objective.predict, loader or self.data.val, self.device,
-                                    self.precision)
+        return self.objective.validate(loader or self.data.val, self.device, self.precision)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, epoch, top1, is_best):
@@ -173,6 +219,11 @@ def evaluate_predictions(predict, loader, device, precision):
         correct1, correct5 = correct1 + c1, correct5 + c5
         loss_sum = loss_sum + F.cross_entropy(logits, batch.targets, reduction='sum')
         count += batch.targets.size(0)
+    if distributed.current().enabled:  # each process scored its own part of the validation set
+        totals = torch.stack([correct1.float(), correct5.float(), loss_sum.float(),
+                              torch.tensor(float(count), device=device)])
+        correct1, correct5, loss_sum, count = distributed.all_reduce_patient(totals).tolist()
+        count = int(count)
     if count == 0:
         return 0.0, 0.0, math.nan
     return 100.0 * float(correct1) / count, 100.0 * float(correct5) / count, float(loss_sum) / count

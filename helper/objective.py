@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import run_network
 from .errors import CheckpointError
+from .loop import evaluate_predictions
 
 
 @dataclass
@@ -39,6 +40,18 @@ class Objective(nn.Module):
     def checkpoint_extras(self):
         """Entries saved beside ``model`` in every checkpoint (e.g. SimKD's ``proj``)."""
         return {}
+
+    # Hooks for objectives that train several networks at once (train_online_mcl.py); no-ops otherwise.
+    def validate(self, loader, device, precision):
+        """Top-1, top-5 and mean loss of the deployed network, and a dict of extra numbers for the
+        epoch record (online training: every peer and auxiliary head)."""
+        return (*evaluate_predictions(self.predict, loader, device, precision), {})
+
+    def after_step(self, batch, epoch, step, lr):
+        """Called after each optimiser step with the 1-based step and the lr (L-MCL's meta-optimisation)."""
+
+    def after_epoch(self, state, files):
+        """Called once an epoch's checkpoints are written (online training exports every peer)."""
 
     def resume_state(self):
         """Everything besides ``model`` that an exact resume needs (projectors, memory banks)."""

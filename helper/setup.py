@@ -2,33 +2,50 @@
 import torch
 
 from dataset import build_data
+from . import distributed
 from .checkpoint import load_checkpoint
 from .runtime import draw_seed, resolve_precision, seed_everything, select_device
 
 
 def seed_for_run(args, resume_path):
-    """The run's seed: --seed, else the resumed run's own (so its data order replays), else a fresh one."""
+    """The run's seed: --seed, else the resumed run's own (so its data order replays), else a fresh one.
+    Every rank of a multi-process job takes rank 0's, so all draw the same initial weights and data order."""
     if args.seed is None and resume_path:
         args.seed = load_checkpoint(resume_path, '--resume checkpoint').get('opt', {}).get('seed')
     if args.seed is None:
         args.seed = draw_seed()
+    args.seed = distributed.broadcast_object(args.seed)
     seed_everything(args.seed, args.deterministic)
     return args.seed
 
 
 def devices_and_data(args, train_sample=None, drop_last=False):
-    device = select_device(args.gpu_id)
+    """The device, the precision and the data; in a multi-process job the process's own device and its
+    share of every global batch (and of the validation set)."""
+    job = distributed.current()
+    device = torch.device(job.device) if job.enabled else select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
+    # The SimKD repo's split of the loader processes over the node's GPUs.
+    num_workers = -(-args.num_workers // job.local_size)
     data = build_data(args.dataset, args.data_folder, args.batch_size, device,
-                      num_workers=args.num_workers, seed=args.seed, train_sample=train_sample,
-                      drop_last=drop_last, channels_last=precision != 'fp32')
+                      num_workers=num_workers, seed=args.seed, train_sample=train_sample,
+                      drop_last=drop_last, channels_last=precision != 'fp32', dali=args.dali,
+                      rank=job.rank, world_size=job.world_size)
     return device, precision, data
+
+
+def synchronise_batchnorm(objective, args, device):
+    """--sync-bn in a multi-process job: the trained modules' BatchNorm layers normalise over the global
+    batch. Call it before the optimiser is built (the layers get new parameter objects)."""
+    if args.sync_bn and distributed.current().enabled:
+        for module in objective.trainable_modules():
+            distributed.convert_sync_batchnorm(module, device)
 
 
 def sgd(modules, args):
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
-                           weight_decay=args.weight_decay)
+                           weight_decay=args.weight_decay, nesterov=getattr(args, 'nesterov', False))
 
 
 def count_parameters(module):

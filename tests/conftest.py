@@ -7,6 +7,14 @@ import sys
 import numpy as np
 import pytest
 
+# One compute thread per process, here and in every script a test starts: on the 2-core CI machine two
+# OpenMP threads per process, with a subprocess or a second DDP worker beside them, spin-wait on each
+# other and make small convolutions many times slower.
+os.environ['OMP_NUM_THREADS'] = '1'
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 

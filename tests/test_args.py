@@ -57,3 +57,19 @@ def test_cosine_schedule():
     assert learning_rate_at(1, args) == pytest.approx(0.1)
     assert learning_rate_at(151, args) == pytest.approx(0.05)
     assert learning_rate_at(300, args) < 1e-5
+
+
+def test_nesterov_flag_reaches_the_optimiser():
+    import torch
+    from helper.setup import sgd
+    layer = torch.nn.Linear(2, 2)
+    plain, nesterov = (sgd([layer], resolved('resnet8', *flags)) for flags in ((), ('--nesterov',)))
+    assert plain.param_groups[0]['nesterov'] is False and nesterov.param_groups[0]['nesterov'] is True
+    # one step differs as Nesterov's look-ahead says: for the first step it is lr * (1 + momentum) * grad
+    layer.weight.grad = torch.ones(2, 2)
+    layer.bias.grad = torch.ones(2)
+    before = layer.weight.detach().clone()
+    nesterov.step()
+    args = resolved('resnet8')
+    expected = before - args.learning_rate * (1 + args.momentum) * (1 + args.weight_decay * before)
+    assert torch.allclose(layer.weight, expected)
