@@ -1,9 +1,12 @@
-"""Helper modules that distillation methods attach to a student (RepDistiller's ``models/util.py``)."""
+"""Helper modules that distillation methods attach to a student (RepDistiller's and the SimKD repo's
+``models/util.py``: their class names, constructor arguments and forward outputs)."""
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from helper.errors import KDZooError
 
-__all__ = ['ConvReg']
+__all__ = ['ConvReg', 'Proj', 'MLPEmbed', 'SelfA', 'SRRL', 'SimKD']
 
 
 class ConvReg(nn.Module):
@@ -41,3 +44,150 @@ class ConvReg(nn.Module):
     def forward(self, x):
         x = self.bn(self.conv(x))
         return self.relu(x) if self.use_relu else x
+
+
+def _conv1x1(in_channels, out_channels):
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+
+
+def _conv3x3(in_channels, out_channels):
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+
+
+def _align_maps(feat_s, feat_t):
+    """Average-pool whichever of two maps is taller down to the other's size (the SimKD repo's rule)."""
+    if feat_s.shape[2] > feat_t.shape[2]:
+        return F.adaptive_avg_pool2d(feat_s, feat_t.shape[2:]), feat_t
+    if feat_s.shape[2:] == feat_t.shape[2:]:
+        return feat_s, feat_t
+    return feat_s, F.adaptive_avg_pool2d(feat_t, feat_s.shape[2:])
+
+
+class Proj(nn.Module):
+    """SemCKD's regressor from one student map to one teacher map: 1x1 conv to 2 C_t, BN, ReLU, 3x3 conv,
+    BN, ReLU, 1x1 conv to C_t, no biases (the SimKD repo's ``Proj``)."""
+
+    def __init__(self, num_input_channels=1024, num_target_channels=128):
+        super().__init__()
+        mid = 2 * num_target_channels
+        self.regressor = nn.Sequential(
+            _conv1x1(num_input_channels, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            _conv3x3(mid, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            _conv1x1(mid, num_target_channels))
+
+    def forward(self, x):
+        return self.regressor(x)
+
+
+class MLPEmbed(nn.Module):
+    """SemCKD's query/key embedding: Linear to 2 dim_out, ReLU, Linear to dim_out, rows L2-normalised.
+    (The SimKD repo's class also builds an unused ``regressor`` branch; it is left out here.)"""
+
+    def __init__(self, dim_in=1024, dim_out=128):
+        super().__init__()
+        self.linear1 = nn.Linear(dim_in, 2 * dim_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.linear2 = nn.Linear(2 * dim_out, dim_out)
+
+    def forward(self, x):
+        x = self.relu(self.linear1(x.flatten(1)))
+        return F.normalize(self.linear2(x), dim=1)
+
+
+class SelfA(nn.Module):
+    """SemCKD's cross-layer attention (the SimKD repo's ``SelfA(feat_dim, s_n, t_n, soft, factor=4)``).
+
+    ``feat_dim`` is the batch size: each layer's B x B similarity matrix of the flattened maps is embedded
+    row by row (``query_i`` for student layer i, ``key_j`` for teacher layer j), and
+    ``softmax_j(<q_i, k_j> / soft)`` weighs, per sample, how much student layer i learns from teacher
+    layer j. ``regressor{i}{j}`` maps student map i onto teacher map j after pooling the taller of the two.
+    ``forward(feat_s, feat_t)`` returns ``(proj_value_stu, value_tea, attention)``: nested lists [i][j] of
+    regressed student maps and their targets, and the B x n_s x n_t attention. The similarities and
+    embeddings are computed in fp32 (in fp16 the B x B sums overflow). A batch of another size is an error.
+    """
+
+    def __init__(self, feat_dim, s_n, t_n, soft, factor=4):
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.soft = soft
+        self.s_len, self.t_len = len(s_n), len(t_n)
+        for i in range(self.s_len):
+            self.add_module(f'query_{i}', MLPEmbed(feat_dim, feat_dim // factor))
+        for j in range(self.t_len):
+            self.add_module(f'key_{j}', MLPEmbed(feat_dim, feat_dim // factor))
+        for i in range(self.s_len):
+            for j in range(self.t_len):
+                self.add_module(f'regressor{i}{j}', Proj(s_n[i], t_n[j]))
+
+    def forward(self, feat_s, feat_t):
+        for feat in (*feat_s, *feat_t):
+            if feat.shape[0] != self.feat_dim:
+                raise KDZooError(f"SemCKD's attention was built for batches of {self.feat_dim} images (its "
+                                 f"embeddings read {self.feat_dim}x{self.feat_dim} similarity matrices) but got "
+                                 f"a batch of {feat.shape[0]}; train with that --batch_size and drop_last")
+        with torch.autocast(feat_s[0].device.type, enabled=False):
+            query = torch.stack([getattr(self, f'query_{i}')(_similarity(f)) for i, f in enumerate(feat_s)], 1)
+            key = torch.stack([getattr(self, f'key_{j}')(_similarity(f)) for j, f in enumerate(feat_t)], 2)
+            attention = F.softmax(torch.bmm(query, key) / self.soft, dim=-1)
+        proj_value_stu, value_tea = [], []
+        for i in range(self.s_len):
+            pairs = [_align_maps(feat_s[i], feat_t[j]) for j in range(self.t_len)]
+            proj_value_stu.append([getattr(self, f'regressor{i}{j}')(source) for j, (source, _) in enumerate(pairs)])
+            value_tea.append([target for _, target in pairs])
+        return proj_value_stu, value_tea, attention
+
+
+def _similarity(feat):
+    flat = feat.reshape(feat.shape[0], -1)
+    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    return flat @ flat.t()
+
+
+class SRRL(nn.Module):
+    """SRRL's transfer (the SimKD repo's ``SRRL(s_n=, t_n=)``): the student's pooled feature, seen as a 1x1
+    map, through 1x1 conv (no bias), BN and ReLU to the teacher's width. ``forward(feat_s, cls_t)`` returns
+    the transferred feature and the logits the teacher's classifier ``cls_t`` gives for it."""
+
+    def __init__(self, *, s_n, t_n):
+        super().__init__()
+        self.transfer = nn.Sequential(_conv1x1(s_n, t_n), nn.BatchNorm2d(t_n), nn.ReLU(inplace=True))
+
+    def forward(self, feat_s, cls_t):
+        trans_feat_s = self.transfer(feat_s[:, :, None, None]).flatten(1)
+        return trans_feat_s, cls_t(trans_feat_s)
+
+
+class SimKD(nn.Module):
+    """SimKD's projector (the SimKD repo's ``SimKD(s_n=, t_n=, factor=2)``): a bottleneck of 1x1 conv to
+    t_n // factor, 3x3 conv, 1x1 conv to t_n, each followed by BN and ReLU, no conv biases.
+
+    ``forward(feat_s, feat_t, cls_t)`` pools the taller of the two last maps to the other's size, projects
+    the student's, and returns ``(trans_feat_s, trans_feat_t, pred_feat_s)``: the projected map, its target
+    and the logits of ``cls_t`` (the teacher's classifier) on the projected map's average.
+    ``predict(feat_s, cls_t, pool_to)`` gives the same logits without the teacher's map: ``pool_to`` is
+    the teacher map's (H, W) when it is smaller than the student's (the only case where it matters), else None.
+    """
+
+    def __init__(self, *, s_n, t_n, factor=2):
+        super().__init__()
+        mid = t_n // factor
+        if mid < 1:
+            raise KDZooError(f"SimKD's projector factor {factor} leaves no channels of the teacher's {t_n}; "
+                             f"pick a factor between 1 and {t_n}")
+        self.avg_pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.transfer = nn.Sequential(
+            _conv1x1(s_n, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            _conv3x3(mid, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            _conv1x1(mid, t_n), nn.BatchNorm2d(t_n), nn.ReLU(inplace=True))
+
+    def forward(self, feat_s, feat_t, cls_t):
+        source, target = _align_maps(feat_s, feat_t)
+        trans_feat_s = self.transfer(source)
+        return trans_feat_s, target, self._classify(trans_feat_s, cls_t)
+
+    def predict(self, feat_s, cls_t, pool_to=None):
+        source = feat_s if pool_to is None else F.adaptive_avg_pool2d(feat_s, pool_to)
+        return self._classify(self.transfer(source), cls_t)
+
+    def _classify(self, trans_feat_s, cls_t):
+        return cls_t(self.avg_pool(trans_feat_s).flatten(1))

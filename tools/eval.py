@@ -2,6 +2,8 @@
 
 Reads checkpoints of kdzoo, RepDistiller, the SimKD repo, mdistiller (student files) and the ND repo.
 The architecture comes from --model, or from the path as RepDistiller and the SimKD repo parse it.
+A ``<student>_deploy.pth`` (SimKD, NORM) is rebuilt from its own description, with no teacher; a SimKD
+student checkpoint (``model`` + ``proj``) is evaluated with its teacher's classifier (--path_t).
 
     python tools/eval.py --path save/teachers/models/resnet32x4_vanilla/resnet32x4_best.pth
 """
@@ -13,10 +15,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import DATASETS, build_data  # noqa: E402
-from helper.checkpoint import load_weights  # noqa: E402
+from helper.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from helper.errors import KDZooError, run_cli  # noqa: E402
 from helper.loop import evaluate_predictions  # noqa: E402
 from helper.runtime import memory_format, resolve_precision, select_device  # noqa: E402
+from models.deploy import load_deployed, require_simkd_teacher, simkd_from_checkpoint  # noqa: E402
 from models.registry import build_model, model_name_from_path, zoo_for  # noqa: E402
 
 
@@ -24,7 +27,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--path', help='checkpoint file')
     parser.add_argument('--model', help='architecture (default: parsed from the path)')
-    parser.add_argument('--dataset', default='cifar100', choices=DATASETS)
+    parser.add_argument('--dataset', default=None, choices=DATASETS,
+                        help='default: cifar100, or the data set a <student>_deploy.pth was trained on')
+    parser.add_argument('--path_t', '--path-t', dest='path_t', default=None,
+                        help="teacher of a SimKD student checkpoint (one with 'proj'): predict as its run validated")
+    parser.add_argument('--model_t', default=None, help='architecture of --path_t (default: parsed from it)')
     parser.add_argument('--data_folder', default='./data')
     parser.add_argument('--batch_size', type=int, default=256)
     parser.add_argument('--num_workers', type=int, default=8)
@@ -43,24 +50,42 @@ def main(argv=None):
         return None
     if not args.path:
         raise KDZooError("no checkpoint given; pass --path <file.pth>")
-    model_name = args.model or model_name_from_path(args.path)
+    checkpoint = load_checkpoint(args.path, '--path')
+    deploy = checkpoint.get('deploy') if isinstance(checkpoint, dict) else None
+    model_name = deploy['model'] if deploy else args.model or model_name_from_path(args.path)
     if model_name is None:
         raise KDZooError(f"cannot tell the architecture from '{args.path}'; pass --model")
+    dataset = args.dataset or (deploy['dataset'] if deploy else 'cifar100')
+    simkd = not deploy and isinstance(checkpoint, dict) and 'proj' in checkpoint
+    if simkd:
+        require_simkd_teacher(args.path, args.path_t)
     device = select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
-    data = build_data(args.dataset, args.data_folder, args.batch_size, device, num_workers=args.num_workers,
+    data = build_data(dataset, args.data_folder, args.batch_size, device, num_workers=args.num_workers,
                       channels_last=precision != 'fp32', val_batch_size=args.batch_size)
-    model = build_model(model_name, data.num_classes, args.dataset)
-    load_weights(model, args.path, model_name, flag='--path')
+    label = model_name
+    if deploy:
+        model = load_deployed(checkpoint, args.path, data.num_classes)
+        label += f" ({deploy['kind']}, deployed)"
+    else:
+        model = build_model(model_name, data.num_classes, dataset)
+        load_weights(model, args.path, model_name, flag='--path')
+        if simkd:
+            model = simkd_from_checkpoint(model, checkpoint['proj'], args.path, args.path_t, args.model_t, dataset)
+            label += " (SimKD: projector and the teacher's classifier)"
     model.to(device, memory_format=memory_format(precision)).eval()
     top1, top5, loss = evaluate_predictions(model, data.val, device, precision)
-    result = dict(path=args.path, model=model_name, dataset=args.dataset, top1=top1, top5=top5, loss=loss,
+    result = dict(path=args.path, model=model_name, dataset=dataset, top1=top1, top5=top5, loss=loss,
                   num_params=sum(p.numel() for p in model.parameters()))
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{model_name} on {args.dataset}: top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
-              f"({result['num_params'] / 1e6:.2f}M parameters)")
+        trained = deploy.get('num_params_trained') if deploy else None
+        if trained:
+            result['num_params_trained'] = trained
+        sizes = f"{result['num_params'] / 1e6:.2f}M parameters" + (
+            f"; {trained / 1e6:.2f}M as trained, before folding" if trained else '')
+        print(f"{label} on {dataset}: top-1 {top1:.2f}%  top-5 {top5:.2f}%  ({sizes})")
     return result
 
 

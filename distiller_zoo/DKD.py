@@ -1,0 +1,123 @@
+"""DKD: Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022), as megvii-research/mdistiller runs it.
+
+KD splits into TCKD, a binary KL between the target-class and the all-other-classes masses, and NCKD, a
+KL between the distributions over the non-target classes alone; KD is TCKD + (1 - p_t) * NCKD per sample,
+and DKD frees that NCKD weight: alpha * TCKD + beta * NCKD, both times T^2 and averaged over the batch.
+The paper's loss is CE + alpha * TCKD + beta * NCKD; the code also ramps the DKD term in linearly,
+min(epoch / warmup, 1) with 1-based epochs, and so does this file.
+
+mdistiller takes log() of the two summed probabilities and removes the target class by subtracting 1000
+from its logit; here both come from log-sum-exps over the classes kept, which is the same value without
+log(0) when a probability underflows.
+"""
+import torch
+import torch.nn.functional as F
+
+from helper.errors import KDZooError
+from .base import Distiller, kd_loss, register
+
+__all__ = ['dkd_parts', 'dkd_loss', 'DKD']
+
+# mdistiller's configs/cifar100/dkd/*.yaml set DKD.BETA per pair; every other pair uses cfg.py's 8.0.
+CIFAR_BETA = {('wrn_40_2', 'wrn_16_2'): 6.0, ('wrn_40_2', 'wrn_40_1'): 6.0, ('vgg13', 'vgg8'): 6.0,
+              ('vgg13', 'MobileNetV2'): 6.0, ('resnet56', 'resnet20'): 2.0, ('resnet110', 'resnet32'): 2.0}
+# configs/imagenet/*/dkd.yaml: beta 0.5 for ResNet34 -> ResNet18, 2.0 for ResNet50 -> MobileNetV1/V2.
+IMAGENET_BETA = {('ResNet50', 'MobileNetV1'): 2.0, ('ResNet50', 'MobileNetV2_Imagenet'): 2.0}
+
+
+def dkd_parts(logits_s, logits_t, targets, temperature):
+    """Per-sample (TCKD, NCKD), each T^2 * KL(teacher || student), shape (batch,)."""
+    z_s = _fp32(logits_s) / temperature
+    z_t = _fp32(logits_t) / temperature
+    target = F.one_hot(targets, z_s.size(1)).bool()
+
+    def binary_and_rest(z):
+        """log [p_target, 1 - p_target] and the log-softmax over the non-target classes."""
+        log_all = torch.logsumexp(z, dim=1, keepdim=True)
+        log_rest = torch.logsumexp(z.masked_fill(target, float('-inf')), dim=1, keepdim=True)
+        z_target = z.masked_select(target).unsqueeze(1)
+        return torch.cat([z_target, log_rest], dim=1) - log_all, z - log_rest
+
+    binary_s, rest_s = binary_and_rest(z_s)
+    binary_t, rest_t = binary_and_rest(z_t)
+    tckd = F.kl_div(binary_s, binary_t, reduction='none', log_target=True).sum(1)
+    nckd = (F.kl_div(rest_s, rest_t, reduction='none', log_target=True) * ~target).sum(1)
+    return tckd * temperature ** 2, nckd * temperature ** 2
+
+
+def dkd_loss(logits_s, logits_t, targets, alpha, beta, temperature):
+    """mdistiller's ``dkd_loss``: alpha * TCKD + beta * NCKD, averaged over the batch."""
+    tckd, nckd = dkd_parts(logits_s, logits_t, targets, temperature)
+    return (alpha * tckd + beta * nckd).mean()
+
+
+@register('dkd')
+class DKD(Distiller):
+    """gamma * CE + alpha * KD + beta * min(epoch / warmup, 1) * (dkd_alpha * TCKD + dkd_beta * NCKD).
+
+    Defaults are mdistiller's: CE 1, no KD term, -b 1; --dkd_alpha 1, --dkd_T 4, --dkd_warmup 20 and
+    --dkd_beta per pair (8; 6 or 2 for the pairs in ``CIFAR_BETA``). On ImageNet its configs use T 1,
+    warm-up 1 and beta 0.5 (2 for ResNet50 -> MobileNet). The values used are written back into args.
+    """
+    default_weights = (1.0, 0.0, 1.0)
+
+    def __init__(self, args, student, teacher, probe_s, probe_t, data):
+        super().__init__(args, student, teacher, probe_s, probe_t, data)
+        self.settings(args)
+        self.dkd_alpha, self.dkd_beta = args.dkd_alpha, args.dkd_beta
+        self.temperature, self.warmup = args.dkd_T, args.dkd_warmup
+
+    @classmethod
+    def add_arguments(cls, parser):
+        group = parser.add_argument_group('DKD')
+        group.add_argument('--dkd_alpha', type=float, default=1.0, help='weight of TCKD (1.0)')
+        group.add_argument('--dkd_beta', type=float, default=None,
+                           help="weight of NCKD (default: mdistiller's per pair, 8.0 for most)")
+        group.add_argument('--dkd_T', type=float, default=None, help='DKD temperature (4; ImageNet 1)')
+        group.add_argument('--dkd_warmup', type=int, default=None,
+                           help='epochs of linear warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+
+    @classmethod
+    def defaults_for(cls, args):
+        cls.settings(args)
+        return cls.default_weights
+
+    @staticmethod
+    def settings(args):
+        """Fill --dkd_beta, --dkd_T and --dkd_warmup not given with mdistiller's values; check all four."""
+        pair = (args.model_t, args.model_s)
+        if args.dataset == 'imagenet':
+            beta, temperature, warmup = IMAGENET_BETA.get(pair, 0.5), 1.0, 1
+        else:
+            beta, temperature, warmup = CIFAR_BETA.get(pair, 8.0), 4.0, 20
+        if args.dkd_beta is None:
+            args.dkd_beta = beta
+        if args.dkd_T is None:
+            args.dkd_T = temperature
+        if args.dkd_warmup is None:
+            args.dkd_warmup = warmup
+        for flag, value in (('--dkd_alpha', args.dkd_alpha), ('--dkd_beta', args.dkd_beta)):
+            if value < 0:
+                raise KDZooError(f"{flag} cannot be negative, got {value:g}")
+        if args.dkd_T <= 0:
+            raise KDZooError(f"--dkd_T must be positive, got {args.dkd_T:g}")
+        if args.dkd_warmup < 0:
+            raise KDZooError(f"--dkd_warmup cannot be negative, got {args.dkd_warmup}")
+
+    def ramp(self, epoch):
+        """min(epoch / warmup, 1) of the 1-based epoch (1 with no warm-up)."""
+        return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
+
+    def losses(self, out_s, out_t, batch, epoch):
+        terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
+        if self.alpha:
+            terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
+        if self.beta:
+            terms[self.name] = self.beta * self.ramp(epoch) * dkd_loss(
+                out_s.logits, out_t.logits, batch.targets, self.dkd_alpha, self.dkd_beta, self.temperature)
+        return terms
+
+
+def _fp32(x):
+    """At least fp32: half-precision softmax sums lose too much."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
