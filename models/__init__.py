@@ -14,6 +14,8 @@ from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
 from .mobilenetv2 import MobileNetV2, MobileNetV2_1_0
 from .ShuffleNetv1 import ShuffleV1
 from .ShuffleNetv2 import ShuffleV2, ShuffleV2_0_5, ShuffleV2_1_5
+from .hcgnet import hcgnet_A1, hcgnet_A2
+from .resnet_bottleneck import resnet110_bottleneck
 from .imagenet import imagenet_model_dict
 
 model_dict = {
@@ -30,6 +32,7 @@ model_dict = {
     'MobileNetV2_1_0': MobileNetV2_1_0, 'ShuffleV2_1_5': ShuffleV2_1_5,
     # used by the online-learning (L-MCL) tables
     'wrn_28_4': wrn_28_4, 'ShuffleV2_0_5': ShuffleV2_0_5,
+    'hcgnet_A1': hcgnet_A1, 'hcgnet_A2': hcgnet_A2, 'resnet110_bottleneck': resnet110_bottleneck,
 }
 
 __all__ = ['model_dict', 'imagenet_model_dict']

@@ -45,4 +45,4 @@ def test_eval_errors_are_one_line(tmp_path, fake_cifar):
 def test_list_models():
     result = run_script('tools/eval.py', '--list-models', cwd=os.getcwd())
     names = result.stdout.split()
-    assert len(names) == 33 and 'resnet32x4' in names and 'ShuffleV2_0_5' in names
+    assert len(names) == 36 and 'resnet32x4' in names and 'ShuffleV2_0_5' in names and 'hcgnet_A2' in names

@@ -6,13 +6,15 @@ import subprocess
 
 import pytest
 
+import train_online_mcl
 import train_student
 import train_teacher
 from conftest import REPO
 
 SCRIPTS = sorted(p for p in glob.glob(os.path.join(REPO, 'scripts', '*.sh'))
                  if os.path.basename(p) not in ('common.sh', 'quickstart.sh'))
-PARSERS = {'train_teacher.py': train_teacher.parse_args, 'train_student.py': train_student.parse_args}
+PARSERS = {'train_teacher.py': train_teacher.parse_args, 'train_student.py': train_student.parse_args,
+           'train_online_mcl.py': train_online_mcl.parse_args}
 
 
 @pytest.mark.parametrize('script', SCRIPTS, ids=os.path.basename)
