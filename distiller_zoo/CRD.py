@@ -27,11 +27,16 @@ class CRD(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        opt = argparse.Namespace(**vars(args))
-        opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
-        opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
-        opt.n_data = data.num_train
-        self.criterion = CRDLoss(opt)
+        self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.feats[-1], out_t.feats[-1], batch.indices, batch.contrast_idx)
+
+
+def crd_criterion(args, probe_s, probe_t, data):
+    """``CRDLoss`` on the two networks' pooled features, RepDistiller's ``opt`` filled from the probes."""
+    opt = argparse.Namespace(**vars(args))
+    opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
+    opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
+    opt.n_data = data.num_train
+    return CRDLoss(opt)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
-from .base import Distiller, kd_loss, register
+from .base import Distiller, register
 
 __all__ = ['dkd_parts', 'dkd_loss', 'DKD']
 
@@ -104,18 +104,8 @@ class DKD(Distiller):
         if args.dkd_warmup < 0:
             raise KDZooError(f"--dkd_warmup cannot be negative, got {args.dkd_warmup}")
 
-    def ramp(self, epoch):
-        """min(epoch / warmup, 1) of the 1-based epoch (1 with no warm-up)."""
-        return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
-
-    def losses(self, out_s, out_t, batch, epoch):
-        terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
-        if self.alpha:
-            terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
-        if self.beta:
-            terms[self.name] = self.beta * self.ramp(epoch) * dkd_loss(
-                out_s.logits, out_t.logits, batch.targets, self.dkd_alpha, self.dkd_beta, self.temperature)
-        return terms
+    def method_loss(self, out_s, out_t, batch, epoch):
+        return dkd_loss(out_s.logits, out_t.logits, batch.targets, self.dkd_alpha, self.dkd_beta, self.temperature)
 
 
 def _fp32(x):

@@ -91,15 +91,5 @@ class MKL(Distiller):
             raise KDZooError(f"--mkl_warmup cannot be negative, got {warmup}")
         return tuple(factors), temperature, warmup
 
-    def ramp(self, epoch):
-        """The warm-up factor min(epoch / warmup, 1) of the 1-based epoch (1 with no warm-up)."""
-        return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
-
-    def losses(self, out_s, out_t, batch, epoch):
-        terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
-        if self.alpha:
-            terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
-        if self.beta:
-            terms[self.name] = self.ramp(epoch) * self.beta * mkl_loss(
-                out_s.logits, out_t.logits, batch.targets, self.factors, self.temperature)
-        return terms
+    def method_loss(self, out_s, out_t, batch, epoch):
+        return mkl_loss(out_s.logits, out_t.logits, batch.targets, self.factors, self.temperature)

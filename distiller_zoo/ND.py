@@ -46,7 +46,6 @@ import json
 import os
 import pkgutil
 import sys
-import tempfile
 import time
 
 import torch
@@ -54,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper import distributed
+from helper.checkpoint import atomic_write
 from helper.errors import KDZooError
 from .DIST import DISTDistiller
 from .DKD import DKD
@@ -181,18 +181,7 @@ def write_centers(path, centers, record):
     written to a temporary file and renamed, so a crash never leaves half a file."""
     content = dict(format=CENTERS_FORMAT, **record, num_classes=centers.shape[0], dim=centers.shape[1],
                    centers={str(k): row for k, row in enumerate(centers.tolist())})
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: json.dump(content, f))
 
 
 def read_centers(path):

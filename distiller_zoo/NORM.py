@@ -22,13 +22,10 @@ Where this file differs from the code:
     for N > 1; here every student gets the same FT;
   * NORM_CRD as released unpacks a CRD batch wrongly and never runs; ``norm_crd`` runs it.
 """
-import argparse
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crd.criterion import CRDLoss
 from dataset.batches import ContrastSpec
 from helper.errors import KDZooError
 from models.deploy import register_deploy
@@ -37,6 +34,7 @@ from models.mobilenetv2 import CifarMobileNetV2
 from models.registry import build_model
 from models.ShuffleNetv2 import ShuffleNetV2
 from models.wrn import WideResNet
+from .CRD import crd_criterion
 from .base import Distiller, kd_loss, register
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
@@ -305,11 +303,7 @@ class NORMCRD(NORM):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        opt = argparse.Namespace(**vars(args))
-        opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
-        opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
-        opt.n_data = data.num_train
-        self.criterion = CRDLoss(opt)
+        self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
     def losses(self, out_s, out_t, batch, epoch):
         terms, pooled = self._losses(out_s, out_t, batch, epoch)

@@ -127,10 +127,6 @@ class ReviewKD(Distiller):
         if args.reviewkd_warmup < 0:
             raise KDZooError(f"--reviewkd_warmup cannot be negative, got {args.reviewkd_warmup}")
 
-    def ramp(self, epoch):
-        """min(epoch / warmup, 1) of the 1-based epoch (1 with no warm-up)."""
-        return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
-
     def review(self, feats_s):
         """The ABF predictions of the teacher's levels, shallowest first."""
         levels = review_levels(feats_s)[-self.depth:][::-1]
@@ -142,7 +138,7 @@ class ReviewKD(Distiller):
 
     def method_loss(self, out_s, out_t, batch, epoch):
         targets = review_levels(out_t.feats)[-self.depth:]
-        return self.ramp(epoch) * hcl_loss(self.review(out_s.feats), targets)
+        return hcl_loss(self.review(out_s.feats), targets)  # ramped in by Distiller.losses
 
 
 def _ask_for_preact(module, args, kwargs):

@@ -62,6 +62,7 @@ class Distiller(nn.Module):
     needs_feats = False
     preact = False
     default_weights = (1.0, 0.0, 0.0)
+    warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__()
@@ -97,12 +98,17 @@ class Distiller(nn.Module):
         """The method's own loss (the beta term), before weighting."""
         raise NotImplementedError
 
+    def ramp(self, epoch):
+        """Linear warm-up of the method's term, min(epoch / warmup, 1) of the 1-based epoch, as mdistiller
+        ramps DKD, ReviewKD and MKL in; 1 for methods without ``self.warmup`` (or a warm-up of 0)."""
+        return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
+
     def losses(self, out_s, out_t, batch, epoch):
         terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
         if self.alpha:
             terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
         if self.beta:
-            terms[self.name] = self.beta * self.method_loss(out_s, out_t, batch, epoch)
+            terms[self.name] = self.beta * self.ramp(epoch) * self.method_loss(out_s, out_t, batch, epoch)
         return terms
 
     def predict(self, student, teacher, images):

@@ -22,11 +22,17 @@ STATE_KEYS = ('model', 'state_dict', 'model_state_dict', 'net')
 
 def atomic_save(obj, path):
     """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+def atomic_write(path, write, binary=False):
+    """Call ``write(file)`` on a temporary file beside ``path``, flush and fsync it, then rename it over
+    ``path``: a crash leaves either the old file or the new one, never half of one."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, 'wb' if binary else 'w') as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

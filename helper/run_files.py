@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from .checkpoint import atomic_write
 from .errors import KDZooError
 
 # ':' cannot appear in Windows file names; the SimKD repo writes '~' there instead.
@@ -79,8 +80,5 @@ class RunFiles:
                                  f"writable folder") from None
 
     def write_metrics(self, summary):
-        tmp = self.metrics + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, self.metrics)
+        atomic_write(self.metrics, lambda f: json.dump(summary, f, indent=2))
 
