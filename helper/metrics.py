@@ -1,5 +1,4 @@
 """Accuracy and running sums kept on the device, read back only when printed."""
-import torch
 
 
 def correct_topk(logits, targets, ks=(1, 5)):
