@@ -67,11 +67,6 @@ class DISTDistiller(Distiller):
         group.add_argument('--dist_tau', type=float, default=None,
                            help="temperature (4, ND's DIST++ CIFAR value; ImageNet 1, the official default)")
 
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return cls.default_weights
-
     @staticmethod
     def settings(args):
         """Fill --dist_tau for the data set; refuse values that leave the loss undefined."""

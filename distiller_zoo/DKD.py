@@ -77,11 +77,6 @@ class DKD(Distiller):
         group.add_argument('--dkd_warmup', type=int, default=None,
                            help='epochs of linear warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
 
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return cls.default_weights
-
     @staticmethod
     def settings(args):
         """Fill --dkd_beta, --dkd_T and --dkd_warmup not given with mdistiller's values; check all four."""

@@ -82,8 +82,15 @@ class Distiller(nn.Module):
 
     @classmethod
     def defaults_for(cls, args):
-        """(gamma, alpha, beta) for -r/-a/-b not given; may depend on the pair (DKD's per-pair beta)."""
+        """(gamma, alpha, beta) for -r/-a/-b not given; may depend on the pair (DKD's per-pair beta).
+        Also settles the method's own flags (``settings``) before anything is built."""
+        cls.settings(args)
         return cls.default_weights
+
+    @staticmethod
+    def settings(args):
+        """Fill this method's own flags that were not given (they may depend on the pair or the data set)
+        and refuse impossible values, writing them back into ``args``."""
 
     @classmethod
     def data_options(cls, args):

@@ -19,6 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of the scalar NumPy function f at x."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = eps
+        grad[i] = (f(x + step) - f(x - step)) / (2 * eps)
+    return grad
+
+
 def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
     """CIFAR-100 in torchvision's on-disk format (python pickles) with random pixels; every class present."""
     rng = np.random.default_rng(seed)

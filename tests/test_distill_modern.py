@@ -15,17 +15,9 @@ from distiller_zoo.ReviewKD import hcl_loss
 from helper.errors import KDZooError, run_cli
 from models.registry import build_model
 
+from conftest import numeric_grad
+
 RNG = np.random.default_rng(0)
-
-
-def numeric_grad(f, x, eps=1e-6):
-    """Central differences of the scalar NumPy function f at x."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        step = np.zeros_like(x)
-        step[i] = eps
-        grad[i] = (f(x + step) - f(x - step)) / (2 * eps)
-    return grad
 
 
 def value_and_grad(torch_fn, x, *rest):

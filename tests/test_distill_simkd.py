@@ -24,29 +24,12 @@ from helper.setup import sgd
 from models import model_dict
 from models.deploy import SimKDNetwork, build_deployed, load_deployed, simkd_from_checkpoint
 
+from conftest import numeric_grad
+
 NUM_CLASSES = 10  # the digits
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second intra-op thread only spins (100x slower on a busy 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------- NumPy references
-
-def numeric_grad(f, x, eps=1e-6):
-    """Central differences of the scalar NumPy function f at x."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        step = np.zeros_like(x)
-        step[i] = eps
-        grad[i] = (f(x + step) - f(x - step)) / (2 * eps)
-    return grad
-
 
 def np_pool(x, h, w):
     """Average pooling of an (N, C, H, W) map to h x w by explicit blocks (H, W multiples of h, w)."""

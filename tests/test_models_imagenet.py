@@ -73,15 +73,6 @@ def build_on_meta(name, num_classes):
         return imagenet_model_dict[name](num_classes=num_classes)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Small CPU forwards run fastest on one thread; with two on shared cores they run many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope='module', params=list(EXPECTED))
 def run(request):
     """A 10-class model with BN statistics moved off their defaults, in eval mode, and its outputs on one batch."""
