@@ -11,16 +11,17 @@ flags of train_teacher.py.
 """
 
 from dataset.class_balanced import ClassBalancedOrder
-from helper.args import parser_for, resolve_common_args
-from helper.distributed import current, launch
+from engine.args import parser_for, resolve_common_args
+from engine.launch import launch
+from helper.distributed import current
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
-from helper.loop import Trainer
-from helper.objective import SupervisedObjective
-from helper.online import OnlineLogger, OnlineObjective, OnlineRunFiles, online_run_name
+from engine.loop import Trainer
+from engine.objective import SupervisedObjective
+from engine.online import OnlineLogger, OnlineObjective, OnlineRunFiles, online_run_name
 from helper.run_files import RunFiles
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.lmcl import PeerSet, baseline_model, peer_models
 from models.registry import build_model
 

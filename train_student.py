@@ -14,20 +14,21 @@ import difflib
 import os
 import sys
 
-import torch
 
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import run_network
-from helper.args import parser_for, resolve_common_args
-from helper.checkpoint import atomic_save, load_weights
-from helper.distributed import current, launch
+from distiller_zoo.base import add_method_arguments, probe_networks, settle
+from engine.args import parser_for, resolve_common_args
+from helper.checkpoint import atomic_save
+from models.weights import load_weights
+from engine.launch import launch
+from helper.distributed import current
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
-from helper.loop import Trainer, evaluate_predictions
-from helper.objective import DistillObjective, InitStageObjective
+from engine.loop import Trainer, evaluate_predictions
+from engine.objective import DistillObjective, InitStageObjective
 from helper.run_files import RunFiles, student_run_name
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.registry import build_model, check_model_name, model_name_from_path
 
 
@@ -42,27 +43,7 @@ def parse_args(argv=None):
 
     method = parser.add_argument_group('distillation')
     method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}")
-    method.add_argument('-r', '--gamma', '-c', '--cls', dest='gamma', type=float, default=None,
-                        help='weight of the cross-entropy on labels')
-    method.add_argument('-a', '--alpha', '-d', '--div', dest='alpha', type=float, default=None,
-                        help='weight of the KD (KL) term')
-    method.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
-    method.add_argument('--kd_T', type=float, default=4, help='KD temperature')
-    method.add_argument('--hint_layer', type=int, default=2, help='FitNet feature index (SimKD repo: 1)')
-    method.add_argument('--init_epochs', type=int, default=30, help='init stage of AB, FT, FSP')
-    method.add_argument('-f', '--factor', type=int, default=2, help="SimKD projector's channel factor")
-    method.add_argument('-s', '--soft', type=float, default=1.0, help="SemCKD's attention temperature")
-    crd = parser.add_argument_group('CRD')
-    crd.add_argument('--feat_dim', type=int, default=128, help='embedding width')
-    crd.add_argument('--mode', choices=('exact', 'relax'), default='exact', help='positive sampling')
-    crd.add_argument('--nce_k', type=int, default=16384, help='negatives per anchor')
-    crd.add_argument('--nce_t', type=float, default=0.07, help='temperature')
-    crd.add_argument('--nce_m', type=float, default=0.5, help='memory momentum')
-    crd.add_argument('--crd_bank', choices=('fp32', 'fp16', 'bf16'), default='fp32',
-                     help='dtype of the two memory banks (half halves their memory; see README)')
-
-    for method_cls in dict.fromkeys(DISTILLERS.values()):  # each class once, aliases or not
-        method_cls.add_arguments(parser)
+    add_method_arguments(parser, method)
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = parser.parse_known_args(argv)[0].distill
     if chosen in DISTILLERS:
@@ -79,27 +60,8 @@ def parse_args(argv=None):
     if args.model_t is None:
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
     check_model_name(args.model_t, args.dataset, '--model_t')
-    args.weights_note = resolve_weights(args, DISTILLERS[args.distill])
-    if args.init_epochs < 0:
-        raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
-    if args.kd_T <= 0:
-        raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
+    args.weights_note = settle(DISTILLERS[args.distill], args)
     return resolve_common_args(args, args.model_s)
-
-
-def resolve_weights(args, method):
-    """Fill -r/-a/-b not given with the method's defaults; refuse negative weights."""
-    defaults = dict(zip(('gamma', 'alpha', 'beta'), method.defaults_for(args)))
-    taken = [key for key in defaults if getattr(args, key) is None]
-    for key in taken:
-        setattr(args, key, defaults[key])
-    for key, flag in (('gamma', '-r/-c'), ('alpha', '-a/-d'), ('beta', '-b')):
-        if getattr(args, key) < 0:
-            raise KDZooError(f"the loss weight {flag} cannot be negative, got {getattr(args, key)}")
-    note = f"weights: CE {args.gamma:g}, KD {args.alpha:g}, {method.name} {args.beta:g}"
-    if taken:
-        note += f" ({', '.join(taken)} from the {method.name} defaults)"
-    return note
 
 
 def load_teacher(args, num_classes, device, fmt):
@@ -108,25 +70,14 @@ def load_teacher(args, num_classes, device, fmt):
     return teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def probe(student, teacher, method_cls, dataset, device, fmt):
-    """One eval-mode forward of both networks on random images: feature shapes for the method's modules."""
-    size = 224 if dataset == 'imagenet' else 32
-    images = torch.randn(2, 3, size, size, device=device).contiguous(memory_format=fmt)
-    student.eval()
-    out_s = run_network(student, images, True, method_cls.preact)
-    out_t = run_network(teacher, images, True, method_cls.preact)
-    student.train()
-    return out_s, out_t
-
-
-def build_objective(args, data, device, precision):
+def build_objective(args, data, device, precision, method_cls=None):
     """Teacher (loaded, frozen), student and the method's modules, wired into one objective."""
-    method_cls = DISTILLERS[args.distill]
+    method_cls = method_cls or DISTILLERS[args.distill]
     fmt = memory_format(precision)
     teacher = load_teacher(args, data.num_classes, device, fmt)
     student = build_model(args.model_s, data.num_classes, args.dataset, '--model_s').to(device, memory_format=fmt)
-    probe_s, probe_t = probe(student, teacher, method_cls, args.dataset, device, fmt)
+    probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 224 if args.dataset == 'imagenet' else 32,
+                                      fmt)
     method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
     return DistillObjective(student, teacher, method)
 
@@ -146,7 +97,7 @@ def train(args):
     resume_path = files.resume_path(args.resume) if args.resume else None
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args, **method_cls.data_options(args))
-    objective = build_objective(args, data, device, precision)
+    objective = build_objective(args, data, device, precision, method_cls)
     synchronise_batchnorm(objective, args, device)
     student, teacher = objective.model, objective.teacher
     num_params = count_parameters(student)

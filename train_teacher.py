@@ -5,15 +5,16 @@
     python train_teacher.py --model ResNet18 --dataset imagenet --gpu_id 0,1,2,3 --multiprocessing-distributed \
         --dist-url tcp://127.0.0.1:23333 --dali gpu                          # the SimKD repo's ImageNet command
 """
-from helper.args import parser_for, resolve_common_args
-from helper.distributed import current, launch
+from engine.args import parser_for, resolve_common_args
+from engine.launch import launch
+from helper.distributed import current
 from helper.errors import run_cli
 from helper.logger import RunLogger
-from helper.loop import Trainer
-from helper.objective import SupervisedObjective
+from engine.loop import Trainer
+from engine.objective import SupervisedObjective
 from helper.run_files import RunFiles, teacher_run_name
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.registry import build_model, check_model_name
 
 

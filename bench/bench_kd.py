@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_student  # noqa: E402
 from dataset import build_data  # noqa: E402
 from dataset.cifar100 import read_split  # noqa: E402
-from helper.loop import Trainer  # noqa: E402
+from engine.loop import Trainer  # noqa: E402
 from helper.runtime import resolve_precision  # noqa: E402
-from helper.setup import sgd  # noqa: E402
+from engine.setup import sgd  # noqa: E402
 from models import model_dict  # noqa: E402
 from plain_loop import plain_kd_step, plain_loader  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))

@@ -21,6 +21,14 @@ class Batch:
     contrast_idx: Optional[torch.Tensor] = None  # (B, k+1) int64: positive, then k negatives (CRD only)
     images_strong: Optional[torch.Tensor] = None  # the same images, strongly augmented (NTCE-KD only)
 
+    def view(self, name):
+        """The images of view ``name`` ('strong'); one line when the loader was not asked for it."""
+        images = {'strong': self.images_strong}.get(name)
+        if images is None:
+            raise KDZooError(f"the batch has no '{name}' view: the method that reads it must declare it in its "
+                             f"``views`` so that the loader makes it")
+        return images
+
 
 @dataclass
 class DataBundle:

@@ -29,6 +29,18 @@ class CRD(Distiller):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
+    @classmethod
+    def add_arguments(cls, parser):
+        """CRD's flags; NORM+CRD and CC (--feat_dim) read them too."""
+        group = parser.add_argument_group('CRD')
+        group.add_argument('--feat_dim', type=int, default=128, help='embedding width')
+        group.add_argument('--mode', choices=('exact', 'relax'), default='exact', help='positive sampling')
+        group.add_argument('--nce_k', type=int, default=16384, help='negatives per anchor')
+        group.add_argument('--nce_t', type=float, default=0.07, help='temperature')
+        group.add_argument('--nce_m', type=float, default=0.5, help='memory momentum')
+        group.add_argument('--crd_bank', choices=('fp32', 'fp16', 'bf16'), default='fp32',
+                           help='dtype of the two memory banks (half halves their memory; see README)')
+
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.feats[-1], out_t.feats[-1], batch.indices, batch.contrast_idx)
 

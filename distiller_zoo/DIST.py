@@ -56,7 +56,6 @@ class DISTDistiller(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.settings(args)
         self.criterion = DIST(args.dist_beta, args.dist_gamma, args.dist_tau)
 
     @classmethod

@@ -63,7 +63,6 @@ class DKD(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.settings(args)
         self.dkd_alpha, self.dkd_beta = args.dkd_alpha, args.dkd_beta
         self.temperature, self.warmup = args.dkd_T, args.dkd_warmup
 

@@ -42,6 +42,11 @@ class FitNet(Distiller):
         self.regressor = ConvReg(probe_s.feats[layer].shape, probe_t.feats[layer].shape)
         self.criterion = HintLoss()
 
+    @classmethod
+    def add_arguments(cls, parser):
+        group = parser.add_argument_group('FitNet (hint)')
+        group.add_argument('--hint_layer', type=int, default=2, help='FitNet feature index (SimKD repo: 1)')
+
     def method_loss(self, out_s, out_t, batch, epoch):
         layer = self.hint_layer
         return self.criterion(self.regressor(out_s.feats[layer]), out_t.feats[layer])

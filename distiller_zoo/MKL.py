@@ -60,7 +60,7 @@ class MKL(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.factors, self.temperature, self.warmup = self.settings(args)
+        self.factors, self.temperature, self.warmup = tuple(args.mkl_factors), args.mkl_T, args.mkl_warmup
 
     @classmethod
     def add_arguments(cls, parser):
@@ -73,23 +73,27 @@ class MKL(Distiller):
 
     @classmethod
     def defaults_for(cls, args):
+        cls.settings(args)
         low = args.dataset == 'imagenet' or (args.model_t, args.model_s) in LOW_WEIGHT_PAIRS
         return (1.0, 0.0, 2.0 if low else 8.0)
 
     @staticmethod
     def settings(args):
-        """(factors, temperature, warm-up epochs): the flags given, else NTCE-KD's config for the pair."""
+        """Fill --mkl_factors, --mkl_T and --mkl_warmup not given with NTCE-KD's config for the pair, check
+        them, and return them as (factors, temperature, warm-up epochs)."""
         imagenet = args.dataset == 'imagenet'
-        factors = args.mkl_factors
-        if factors is None:
-            factors = SHORT_FACTORS if (args.model_t, args.model_s) in SHORT_FACTOR_PAIRS else ALL_FACTORS
-        temperature = args.mkl_T if args.mkl_T is not None else (1.0 if imagenet else 4.0)
-        warmup = args.mkl_warmup if args.mkl_warmup is not None else (1 if imagenet else 20)
-        if temperature <= 0:
-            raise KDZooError(f"--mkl_T must be positive, got {temperature}")
-        if warmup < 0:
-            raise KDZooError(f"--mkl_warmup cannot be negative, got {warmup}")
-        return tuple(factors), temperature, warmup
+        if args.mkl_factors is None:
+            pair = (args.model_t, args.model_s)
+            args.mkl_factors = SHORT_FACTORS if pair in SHORT_FACTOR_PAIRS else ALL_FACTORS
+        if args.mkl_T is None:
+            args.mkl_T = 1.0 if imagenet else 4.0
+        if args.mkl_warmup is None:
+            args.mkl_warmup = 1 if imagenet else 20
+        if args.mkl_T <= 0:
+            raise KDZooError(f"--mkl_T must be positive, got {args.mkl_T}")
+        if args.mkl_warmup < 0:
+            raise KDZooError(f"--mkl_warmup cannot be negative, got {args.mkl_warmup}")
+        return tuple(args.mkl_factors), args.mkl_T, args.mkl_warmup
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return mkl_loss(out_s.logits, out_t.logits, batch.targets, self.factors, self.temperature)

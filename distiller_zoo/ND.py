@@ -121,7 +121,6 @@ class NDMixin:
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.nd_settings(args)
         self.nd_weight, self.nd_warmup = args.nd_weight, args.nd_warmup
         dim_s, dim_t = probe_s.feats[-1].shape[1], probe_t.feats[-1].shape[1]
         self.projector = EmbTrans(dim_s, dim_t) if dim_s != dim_t else None
@@ -133,8 +132,6 @@ class NDMixin:
 
     @classmethod
     def add_arguments(cls, parser):
-        if cls is not KDPlusPlus:  # one class adds the flags every ++ method reads; the bases add their own
-            return
         group = parser.add_argument_group('ND (kd++, dkd++, dist++, reviewkd++, and <logit method>++)')
         group.add_argument('--nd_weight', type=float, default=None,
                            help="weight of the ND term (default: ND's for the pair; 1 for methods ND did not tune)")
@@ -171,7 +168,7 @@ class NDMixin:
 
     @staticmethod
     def nd_settings(args):
-        """Fill --nd_weight and --nd_warmup not given (direct construction too) and check them."""
+        """Fill --nd_weight and --nd_warmup not given and check them."""
         if getattr(args, 'nd_weight', None) is None:
             args.nd_weight = 1.0
         if getattr(args, 'nd_warmup', None) is None:

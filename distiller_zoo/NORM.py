@@ -28,14 +28,14 @@ import torch.nn.functional as F
 
 from dataset.batches import ContrastSpec
 from helper.errors import KDZooError
-from models.deploy import register_deploy
+from .deploy import register_deploy
 from models.imagenet.mobilenetv2 import MobileNetV2 as ImageNetMobileNetV2
 from models.mobilenetv2 import CifarMobileNetV2
 from models.registry import build_model
 from models.ShuffleNetv2 import ShuffleNetV2
 from models.wrn import WideResNet
 from .CRD import crd_criterion
-from .base import Distiller, kd_loss, register
+from .base import Distiller, register
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
            'NORM', 'NORMKD', 'NORMCRD']
@@ -158,8 +158,6 @@ class NORM(Distiller):
 
     @classmethod
     def add_arguments(cls, parser):
-        if cls is not NORM:  # norm_kd and norm_crd read the same flags
-            return
         group = parser.add_argument_group('NORM (with --distill norm/NORM, norm_kd, norm_crd/NORM_CRD, '
                                           'NORM\'s -c and -s mean --ceta and --co-sponge)')
         group.add_argument('--ceta', type=float, default=2.5,
@@ -181,7 +179,6 @@ class NORM(Distiller):
             raise KDZooError("--plain_ft needs an FT, and -s 1 removes it; pass -s 2 or more")
         self.ceta, self.logit_norm, self.dataset = args.ceta, not args.no_logit_norm, args.dataset
         self.model_s = args.model_s
-        object.__setattr__(self, '_student', student)  # the objective's model: not a submodule of this
         self._captured = None
         source = _POOLED_MAP_SOURCES.get(type(student))
         self._hooked, self._relu_after_source = source is not None, False
@@ -245,22 +242,22 @@ class NORM(Distiller):
         pooled = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
         return expanded, pooled, student.get_submodule(self.head_name)(pooled)
 
-    def losses(self, out_s, out_t, batch, epoch):
-        return self._losses(out_s, out_t, batch, epoch)[0]
+    def forward_train(self, student, batch, out_t, epoch):
+        """The student with its FT: CE and KD on its (layer-normalised) logits, NORM's loss on the
+        expanded map; those logits are the ones trained on."""
+        out_s = self.run_student(student, batch)
+        expanded, pooled, logits = self._through_ft(student, out_s.feats, out_s.logits)
+        return logits, self.terms(logits, expanded, pooled, out_t, batch, epoch)
 
-    def _losses(self, out_s, out_t, batch, epoch):
-        expanded, pooled, logits = self._through_ft(self._student, out_s.feats, out_s.logits)
-        out_s.logits = logits  # DistillObjective.step reads it after this call, for the training accuracy
+    def terms(self, logits, expanded, pooled, out_t, batch, epoch):
         logits_s, logits_t = logits, out_t.logits
         if self.logit_norm:
             logits_s, logits_t = norm_logits(logits_s, self.ceta), norm_logits(logits_t, self.ceta)
-        terms = {'ce': self.gamma * F.cross_entropy(logits_s, batch.targets)}
-        if self.alpha:
-            terms['kd'] = self.alpha * kd_loss(logits_s, logits_t, self.kd_T)
+        terms = self.ce_kd_terms(logits_s, logits_t, batch.targets)
         if self.beta:
             weight = norm_epoch_weight(epoch, self.dataset) * self.beta
             terms['norm'] = weight * norm_loss(expanded, out_t.feats[-2])
-        return terms, pooled
+        return terms
 
     def predict(self, student, teacher, images):
         feats, logits = student(images, is_feat=True)
@@ -305,7 +302,7 @@ class NORMCRD(NORM):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
-    def losses(self, out_s, out_t, batch, epoch):
-        terms, pooled = self._losses(out_s, out_t, batch, epoch)
+    def terms(self, logits, expanded, pooled, out_t, batch, epoch):
+        terms = super().terms(logits, expanded, pooled, out_t, batch, epoch)
         terms['crd'] = self.ceta * self.criterion(pooled, out_t.feats[-1], batch.indices, batch.contrast_idx)
         return terms

@@ -10,53 +10,36 @@ What this implements is what the paper describes, which differs from the release
 The reference's ``ISAUG`` switch also doubles the epochs and the lr decay stages and halves the weight
 decay (tools/train.py); here that budget is spelled out on the command line (scripts/run_ntce_tables.sh).
 """
-import torch
-import torch.nn.functional as F
-
 from helper.errors import KDZooError
 from .MKL import MKL, mkl_loss
-from .base import kd_loss, register
+from .base import NetOutput, register
 
 __all__ = ['NTCE']
 
 
 @register('ntce')
 class NTCE(MKL):
-    """MKL's loss averaged over the weak view (``batch.images``) and the strong one (``batch.images_strong``).
-
-    ``DistillObjective`` runs the networks on the weak view only, so ``losses`` runs them on the strong
-    view itself: the student with gradients, the teacher under ``no_grad``. Both networks are kept in a
-    plain tuple, not as submodules, so neither is saved nor trained through this module.
-    """
-
-    def __init__(self, args, student, teacher, probe_s, probe_t, data):
-        super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.networks = (student, teacher)
-        # helper/setup.py hands build_data only train_sample and drop_last, so switch the view on here
-        data.train.strong_view = True
-
-    @classmethod
-    def add_arguments(cls, parser):
-        """None of its own: MKL adds --mkl_factors, --mkl_T and --mkl_warmup for both methods."""
+    """MKL's loss averaged over the weak view (``batch.images``) and the strong one (``batch.view('strong')``):
+    the student runs on both (``run_student``); the teacher's outputs on both come from the engine
+    (``views``). ``losses`` stays the one place the terms are composed, so ``ntce++`` adds ND to it."""
+    views = ('strong',)
 
     @classmethod
     def data_options(cls, args):
         if args.dataset == 'imagenet':
             raise KDZooError("--distill ntce needs the strong view, which is implemented for CIFAR-100 and "
                              "digits only; use --distill mkl on ImageNet")
-        return {}
+        return super().data_options(args)
+
+    def run_student(self, student, batch):
+        out_s = super().run_student(student, batch)
+        out_s.views['strong'] = NetOutput(student(batch.view('strong')))
+        return out_s
 
     def losses(self, out_s, out_t, batch, epoch):
-        if batch.images_strong is None:
-            raise RuntimeError("ntce needs batches with images_strong: build the data with strong_view=True")
-        student, teacher = self.networks
-        logits_s = (out_s.logits, student(batch.images_strong))
-        with torch.no_grad():
-            logits_t = (out_t.logits, teacher(batch.images_strong))
-        pairs = list(zip(logits_s, logits_t))
-        terms = {'ce': self.gamma * sum(F.cross_entropy(s, batch.targets) for s in logits_s) / 2}
-        if self.alpha:
-            terms['kd'] = self.alpha * sum(kd_loss(s, t, self.kd_T) for s, t in pairs) / 2
+        pairs = [(out_s.logits, out_t.logits), (out_s.views['strong'].logits, out_t.views['strong'].logits)]
+        weak, strong = (self.ce_kd_terms(s, t, batch.targets) for s, t in pairs)
+        terms = {key: (weak[key] + strong[key]) / 2 for key in weak}
         if self.beta:
             terms[self.name] = self.ramp(epoch) * self.beta * sum(
                 mkl_loss(s, t, batch.targets, self.factors, self.temperature) for s, t in pairs) / 2

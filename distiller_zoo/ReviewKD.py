@@ -86,18 +86,17 @@ class ReviewKD(Distiller):
     """gamma * CE + alpha * KD + beta * min(epoch / warmup, 1) * HCL(ABF outputs, teacher's pre-ReLU levels).
 
     Defaults: CE 1, -b 5.0, warm-up 20 (ImageNet: -b 1.0, or 8.0 for ResNet50 -> MobileNet; warm-up 1).
-    The interface runs both networks with one ``preact`` setting; the teacher's pre-ReLU maps are obtained
-    with a forward pre-hook that asks it for ``preact=True`` whenever it is asked for features.
+    The teacher's levels are always its pre-ReLU maps (``teacher_preact``); the student's are pre-ReLU on
+    ImageNet only, as mdistiller's ResNet/MobileNet feature dicts give them.
     """
     needs_feats = True
+    teacher_preact = True
     default_weights = (1.0, 0.0, 5.0)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.settings(args)
         self.warmup = args.reviewkd_warmup
-        self.preact = args.dataset == 'imagenet'  # the student's maps; the teacher's are forced below
-        self._teacher_hook = teacher.register_forward_pre_hook(_ask_for_preact, with_kwargs=True)
+        self.preact = args.dataset == 'imagenet'  # the student's maps; the teacher's are always pre-ReLU
         levels_s, levels_t = review_levels(probe_s.feats), review_levels(probe_t.feats)
         self.depth = min(len(levels_s), len(levels_t))
         levels_s, levels_t = levels_s[-self.depth:], levels_t[-self.depth:]
@@ -139,12 +138,6 @@ class ReviewKD(Distiller):
     def method_loss(self, out_s, out_t, batch, epoch):
         targets = review_levels(out_t.feats)[-self.depth:]
         return hcl_loss(self.review(out_s.feats), targets)  # ramped in by Distiller.losses
-
-
-def _ask_for_preact(module, args, kwargs):
-    if kwargs.get('is_feat'):
-        return args, {**kwargs, 'preact': True}
-    return None
 
 
 def _fp32(x):

@@ -7,7 +7,7 @@ teacher's frozen classifier makes of the transferred feature (gradients pass thr
 The student keeps and trains its own classifier with CE and KD (``-c 1 -d 1 -b 1``) and predicts with it.
 """
 from models.util import SRRL
-from .base import Distiller, register
+from .base import Borrowed, Distiller, register
 from .FitNet import HintLoss
 from .SimKD import teacher_classifier
 
@@ -26,9 +26,8 @@ class SRRLDistiller(Distiller):
         classifier = teacher_classifier(teacher, t_n, 'SRRL')
         self.transfer = SRRL(s_n=s_n, t_n=t_n)
         self.criterion = HintLoss()
-        # The teacher's, so kept out of this module's parameters and state (never trained or saved here).
-        object.__setattr__(self, 'classifier_t', classifier)
+        self.classifier_t = Borrowed(classifier)  # the teacher's: never trained or saved here
 
     def method_loss(self, out_s, out_t, batch, epoch):
-        trans_feat_s, pred_feat_s = self.transfer(out_s.feats[-1], self.classifier_t)
+        trans_feat_s, pred_feat_s = self.transfer(out_s.feats[-1], self.classifier_t.module)
         return self.criterion(trans_feat_s, out_t.feats[-1]) + self.criterion(pred_feat_s, out_t.logits)

@@ -44,7 +44,13 @@ class SemCKDDistiller(Distiller):
         """-b 400 is the SimKD repo's (CIFAR-100, ImageNet). It weighs a squared error of raw feature maps, and
         on the built-in digits data (teachers' maps several times larger, 16-64 channels) it diverges at lr
         0.05, so there the default is 100; a toolbox choice, there being no published digits recipe."""
+        cls.settings(args)
         return (1.0, 1.0, 100.0) if args.dataset == 'digits' else cls.default_weights
+
+    @staticmethod
+    def settings(args):
+        if args.soft <= 0:
+            raise KDZooError(f"-s/--soft (SemCKD's attention temperature) must be positive, got {args.soft}")
 
     @classmethod
     def data_options(cls, args):
@@ -52,8 +58,6 @@ class SemCKDDistiller(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        if args.soft <= 0:
-            raise KDZooError(f"-s/--soft (SemCKD's attention temperature) must be positive, got {args.soft}")
         world_size = distributed.current().world_size
         per_process = args.batch_size // world_size  # the launcher has checked that it divides
         if per_process < 4:
@@ -64,6 +68,11 @@ class SemCKDDistiller(Distiller):
         t_n = [f.shape[1] for f in probe_t.feats[1:-1]]
         self.attention = SelfA(per_process, s_n, t_n, args.soft)
         self.criterion = SemCKDLoss()
+
+    @classmethod
+    def add_arguments(cls, parser):
+        group = parser.add_argument_group('SemCKD')
+        group.add_argument('-s', '--soft', type=float, default=1.0, help="SemCKD's attention temperature")
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(*self.attention(out_s.feats[1:-1], out_t.feats[1:-1]))

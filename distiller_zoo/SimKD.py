@@ -7,12 +7,10 @@ maps is average-pooled to the other's size first, CE and KD (when weighted) act 
 logits, and training accuracy, validation and the saved ``proj`` use the projector + teacher classifier.
 Here the projector factor must divide the teacher's channel count (the repo rounds t_n // f down).
 """
-import torch.nn.functional as F
-
 from helper.errors import KDZooError
-from models.deploy import SimKDNetwork, simkd_pool_to
+from distiller_zoo.deploy import SimKDNetwork, simkd_pool_to
 from models.util import SimKD
-from .base import Distiller, kd_loss, register
+from .base import Borrowed, Distiller, register
 from .FitNet import HintLoss
 
 __all__ = ['SimKDDistiller']
@@ -45,22 +43,26 @@ class SimKDDistiller(Distiller):
         self.projector = SimKD(s_n=s_n, t_n=t_n, factor=args.factor)
         self.pool_to = simkd_pool_to(feat_s, feat_t)
         self.criterion = HintLoss()
-        # The teacher's, so kept out of this module's parameters and state (never trained or saved here).
-        object.__setattr__(self, 'classifier_t', classifier)
+        self.classifier_t = Borrowed(classifier)  # the teacher's: never trained or saved here
         self.meta = dict(kind='simkd', model=args.model_s, model_t=args.model_t, dataset=args.dataset,
                          num_classes=classifier.out_features, s_n=s_n, t_n=t_n, factor=args.factor,
                          pool_to=self.pool_to)
 
-    def losses(self, out_s, out_t, batch, epoch):
+    @classmethod
+    def add_arguments(cls, parser):
+        group = parser.add_argument_group('SimKD')
+        group.add_argument('-f', '--factor', type=int, default=2, help="SimKD projector's channel factor")
+
+    def forward_train(self, student, batch, out_t, epoch):
+        """CE and KD (when weighted) on the student's own logits, the MSE on the projected map; the logits
+        trained on, for the training accuracy, are the deployed path's, as in the SimKD repo."""
+        out_s = self.run_student(student, batch)
         trans_feat_s, trans_feat_t, pred_feat_s = self.projector(out_s.feats[-2], out_t.feats[-2],
-                                                                 self.classifier_t)
-        terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
-        if self.alpha:
-            terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
+                                                                 self.classifier_t.module)
+        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets)
         if self.beta:
             terms[self.name] = self.beta * self.criterion(trans_feat_s, trans_feat_t)
-        out_s.logits = pred_feat_s  # the training accuracy is the deployed path's, as in the SimKD repo
-        return terms
+        return pred_feat_s, terms
 
     def predict(self, student, teacher, images):
         feats, _ = student(images, is_feat=True)

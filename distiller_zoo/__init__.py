@@ -8,9 +8,9 @@ constructor arguments and forward inputs) are importable from the package, e.g.
 import importlib
 import pkgutil
 
-from .base import DISTILLERS, Distiller, NetOutput, register
+from .base import DISTILLERS, Borrowed, Distiller, NetOutput, TeacherRequest, register, run_teacher
 
-__all__ = ['DISTILLERS', 'Distiller', 'NetOutput', 'register']
+__all__ = ['DISTILLERS', 'Borrowed', 'Distiller', 'NetOutput', 'TeacherRequest', 'register', 'run_teacher']
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name != 'base':

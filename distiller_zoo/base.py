@@ -1,22 +1,34 @@
 """The interface every distillation method implements, and the registry of ``--distill`` names.
 
 A method is one ``Distiller`` subclass in its own file, registered with ``@register('name')``. The
-shared training loop never looks inside it: ``DistillObjective`` runs both networks (the teacher
-under ``no_grad``), hands their outputs to ``Distiller.losses`` and optimises the sum of the named,
-weighted terms it returns. A new method is one new file; train_student.py holds no per-method code.
+contract, as mdistiller's ``forward_train``:
 
-The default ``losses`` is RepDistiller's composition, gamma * CE + alpha * KD + beta * method loss
-(``-r/-c``, ``-a/-d``, ``-b``), where a method only writes ``method_loss``. Methods with their own
-weighting (DKD's warm-up, for one) override ``losses``.
+1. The method declares what it reads. ``needs_feats``/``preact`` for the student, ``teacher_request()``
+   for the teacher (features, pre-ReLU maps, extra views of the batch such as NTCE-KD's 'strong'), and
+   ``data_options`` for the loaders (CRD's contrast rows, the strong view, drop_last); every loader
+   honours them or refuses in one line.
+2. The engine computes the teacher's outputs for a batch once, under ``no_grad`` (``run_teacher``), and
+   hands them to ``forward_train(student, batch, out_t, epoch)``, which runs the student and returns
+   ``(logits, losses)``: the logits the method trained on (for the training accuracy) and its named,
+   already-weighted loss terms, whose sum is minimised. Nothing else is touched: a method never patches
+   the networks, the batch or the engine's state, so one teacher pass can serve several methods.
+3. Settings are settled once, by ``defaults_for`` right after parsing (the method's own flags filled
+   and checked, written back into ``args``); constructors only read them.
+
+The default ``forward_train`` runs the student once and calls ``losses``, RepDistiller's composition
+gamma * CE + alpha * KD + beta * method loss (``-r/-c``, ``-a/-d``, ``-b``), where a method only writes
+``method_loss``. Methods with their own weighting (DKD's warm-up, for one) override ``losses``; methods
+whose trained logits are not the student's own (SimKD, NORM) or that read other views (NTCE-KD)
+override ``forward_train``. A new method is one new file; train_student.py holds no per-method code.
 """
 from dataclasses import dataclass
-from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from models.features import NetOutput, run_network
 
 DISTILLERS = {}
 
@@ -33,18 +45,6 @@ def register(*names):
     return add
 
 
-@dataclass
-class NetOutput:
-    """What one network produced for a batch."""
-    logits: torch.Tensor
-    feats: Optional[List[torch.Tensor]] = None  # [f0, ..., fK, pooled]; pre-ReLU maps if preact
-
-
-def run_network(net, images, needs_feats, preact):
-    if needs_feats:
-        feats, logits = net(images, is_feat=True, preact=preact)
-        return NetOutput(logits, feats)
-    return NetOutput(net(images))
 
 
 class Distiller(nn.Module):
@@ -52,7 +52,9 @@ class Distiller(nn.Module):
 
     Class attributes say what the method reads and how it is run:
       needs_feats      run both networks with ``is_feat=True``
-      preact           ask for pre-ReLU stage outputs (AB, OFD)
+      preact           ask the student for pre-ReLU stage outputs (AB, OFD); the teacher too unless
+                       ``teacher_preact`` says otherwise
+      views            extra views of each batch whose teacher outputs the method reads ('strong')
       default_weights  (gamma, alpha, beta) used when -r/-a/-b are not given: the weights of the
                        script that produced the method's published numbers
     The constructor receives the arguments, both networks, one dummy forward of each (``NetOutput``
@@ -61,6 +63,8 @@ class Distiller(nn.Module):
     name = None
     needs_feats = False
     preact = False
+    teacher_preact = None  # None: as ``preact``
+    views = ()
     default_weights = (1.0, 0.0, 0.0)
     warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
 
@@ -77,8 +81,9 @@ class Distiller(nn.Module):
 
     @classmethod
     def add_arguments(cls, parser):
-        """Flags of this method's own (e.g. DKD's --dkd_alpha), added to train_student.py's parser.
-        Every registered method is asked, so a flag name must not clash with another method's."""
+        """Flags of this method's own (e.g. DKD's --dkd_alpha), added to train_student.py's parser by
+        ``add_method_arguments``, which asks each class defining this method once (subclasses share it).
+        Every method's flags are on the parser, so a flag name must not clash with another method's."""
 
     @classmethod
     def defaults_for(cls, args):
@@ -94,12 +99,29 @@ class Distiller(nn.Module):
 
     @classmethod
     def data_options(cls, args):
-        """Extra options for build_data (CRD's contrast sampling, SemCKD's drop_last)."""
-        return {}
+        """Options for build_data: the data this method needs beyond plain batches (CRD's contrast
+        sampling, SemCKD's drop_last); the views in ``views`` are added here for every method."""
+        return {'strong_view': True} if 'strong' in cls.views else {}
+
+    def teacher_request(self):
+        """What the teacher must compute for each batch (see ``run_teacher``)."""
+        preact = self.preact if self.teacher_preact is None else self.teacher_preact
+        return TeacherRequest(self.needs_feats, preact, tuple(self.views))
 
     def trainable_modules(self):
         """Modules the main optimiser trains besides the student (projectors, embeddings...)."""
         return [self] if any(p.requires_grad for p in self.parameters()) else []
+
+    def run_student(self, student, batch):
+        """The student's outputs on the batch's training view, as this method reads them."""
+        return run_network(student, batch.images, self.needs_feats, self.preact)
+
+    def forward_train(self, student, batch, out_t, epoch):
+        """One training step's ``(logits, losses)``: the logits the method trained on, for the training
+        accuracy, and its named, already-weighted loss terms (their sum is minimised). ``out_t`` is the
+        teacher's output for the batch, computed once by the engine as ``teacher_request`` asked."""
+        out_s = self.run_student(student, batch)
+        return out_s.logits, self.losses(out_s, out_t, batch, epoch)
 
     def method_loss(self, out_s, out_t, batch, epoch):
         """The method's own loss (the beta term), before weighting."""
@@ -110,10 +132,15 @@ class Distiller(nn.Module):
         ramps DKD, ReviewKD and MKL in; 1 for methods without ``self.warmup`` (or a warm-up of 0)."""
         return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
 
-    def losses(self, out_s, out_t, batch, epoch):
-        terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
+    def ce_kd_terms(self, logits_s, logits_t, targets):
+        """The label and logit terms every composition starts from: gamma * CE, and alpha * KD when weighted."""
+        terms = {'ce': self.gamma * F.cross_entropy(logits_s, targets)}
         if self.alpha:
-            terms['kd'] = self.alpha * kd_loss(out_s.logits, out_t.logits, self.kd_T)
+            terms['kd'] = self.alpha * kd_loss(logits_s, logits_t, self.kd_T)
+        return terms
+
+    def losses(self, out_s, out_t, batch, epoch):
+        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets)
         if self.beta:
             terms[self.name] = self.beta * self.ramp(epoch) * self.method_loss(out_s, out_t, batch, epoch)
         return terms
@@ -142,6 +169,89 @@ class Distiller(nn.Module):
 
     def init_loss(self, out_s, out_t, batch):
         raise NotImplementedError
+
+
+def add_method_arguments(parser, group=None):
+    """The loss weights (into ``group`` when given) and every method's own flags on ``parser``: each class
+    that defines ``add_arguments`` itself is asked once, so subclasses (norm_kd, the ++ variants) share
+    their base's flags without guards."""
+    weights = group or parser.add_argument_group('loss weights')
+    weights.add_argument('-r', '--gamma', '-c', '--cls', dest='gamma', type=float, default=None,
+                         help='weight of the cross-entropy on labels')
+    weights.add_argument('-a', '--alpha', '-d', '--div', dest='alpha', type=float, default=None,
+                         help='weight of the KD (KL) term')
+    weights.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
+    weights.add_argument('--kd_T', type=float, default=4, help='KD temperature')
+    weights.add_argument('--init_epochs', type=int, default=30, help='init stage of AB, FT, FSP')
+    owners = dict.fromkeys(klass for cls in DISTILLERS.values() for klass in cls.__mro__
+                           if 'add_arguments' in vars(klass) and klass is not Distiller)
+    for klass in owners:
+        klass.add_arguments(parser)
+
+
+def settle(method, args):
+    """Settle a parsed command once, before anything is built: the method's own flags (``defaults_for``),
+    then -r/-a/-b not given from its defaults; impossible values are refused in one line. Returns the
+    sentence that says which weights are used."""
+    defaults = dict(zip(('gamma', 'alpha', 'beta'), method.defaults_for(args)))
+    taken = [key for key in defaults if getattr(args, key) is None]
+    for key in taken:
+        setattr(args, key, defaults[key])
+    for key, flag in (('gamma', '-r/-c'), ('alpha', '-a/-d'), ('beta', '-b')):
+        if getattr(args, key) < 0:
+            raise KDZooError(f"the loss weight {flag} cannot be negative, got {getattr(args, key)}")
+    if args.init_epochs < 0:
+        raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
+    if args.kd_T <= 0:
+        raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
+    note = f"weights: CE {args.gamma:g}, KD {args.alpha:g}, {method.name} {args.beta:g}"
+    if taken:
+        note += f" ({', '.join(taken)} from the {method.name} defaults)"
+    return note
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What the teacher computes for a batch: features (pre-ReLU ones with ``preact``) and extra views."""
+    feats: bool = False
+    preact: bool = False
+    views: tuple = ()
+
+
+@torch.no_grad()
+def run_teacher(teacher, batch, request):
+    """The teacher's ``NetOutput`` for ``batch`` as ``request`` asks, computed without autograd; outputs on
+    the extra views go under ``views`` (logits only: no method reads their features)."""
+    out_t = run_network(teacher, batch.images, request.feats, request.preact)
+    for view in request.views:
+        out_t.views[view] = NetOutput(teacher(batch.view(view)))
+    return out_t
+
+
+@torch.no_grad()
+def probe_networks(student, teacher, preact, size, memory_format=torch.contiguous_format):
+    """One eval-mode forward of both networks on two random ``size`` x ``size`` images: the feature shapes
+    a method builds its modules for (as RepDistiller does); the student's mode is restored."""
+    images = torch.randn(2, 3, size, size, device=next(student.parameters()).device)
+    images = images.contiguous(memory_format=memory_format)
+    was_training = student.training
+    student.eval()
+    try:
+        return run_network(student, images, True, preact), run_network(teacher, images, True, preact)
+    finally:
+        student.train(was_training)
+
+
+class Borrowed:
+    """A module a method uses but does not own (the teacher's classifier): held by reference, so it is no
+    submodule of the method, never trained, saved, moved or counted with it. Call it as the module."""
+    __slots__ = ('module',)
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
 
 
 def kd_loss(logits_s, logits_t, temperature):

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, tolerant reads, and weights from other repos' formats.
+"""Checkpoint files: atomic writes and tolerant reads (models/weights.py finds the weights inside).
 
 Files keep RepDistiller's keys (``model`` as a plain state_dict, ``epoch``, ``best_acc`` or
 ``accuracy``, ``optimizer``), so their tools read ours; exact-resume data sits under ``kdzoo``.
@@ -16,8 +16,6 @@ from .errors import CheckpointError
 # argparse namespaces are what RepDistiller stores under 'opt'; allowing them keeps weights_only loading.
 torch.serialization.add_safe_globals([argparse.Namespace])
 
-# Keys under which the repos we read keep the model's weights, most specific first.
-STATE_KEYS = ('model', 'state_dict', 'model_state_dict', 'net')
 
 
 def atomic_save(obj, path):
@@ -69,64 +67,3 @@ def load_checkpoint(path, flag='checkpoint'):
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         raise CheckpointError(f"{flag} '{path}' is corrupt or truncated ({reason}); re-download it or "
                               f"train it again") from None
-
-
-def extract_state_dict(checkpoint, path='checkpoint'):
-    """The model weights inside a checkpoint of RepDistiller, SimKD, mdistiller, ND, MCL or ours."""
-    state = checkpoint
-    if isinstance(checkpoint, dict):
-        for key in STATE_KEYS:
-            if isinstance(checkpoint.get(key), dict):
-                state = checkpoint[key]
-                break
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"'{path}' holds no model weights (looked for a state_dict under "
-                              f"{', '.join(STATE_KEYS)}); is it a classification checkpoint?")
-    return _strip_prefixes(state)
-
-
-def _strip_prefixes(state):
-    """Remove DataParallel's 'module.' and mdistiller's distiller-level 'student.' prefixes."""
-    for prefix in ('module.', 'student.'):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-# The ND repo names two layers differently from RepDistiller: (their prefix, ours).
-ND_RENAMES = (('bn.', 'bn1.'), ('fc.', 'linear.'))
-
-
-def adapt_keys(state, model):
-    """Rename keys of checkpoints that spell a layer differently (ND), when that makes them fit."""
-    wanted = set(model.state_dict())
-    if set(state) == wanted:
-        return state
-    for theirs, ours in ND_RENAMES:
-        renamed = {(ours + k[len(theirs):] if k.startswith(theirs) else k): v for k, v in state.items()}
-        if set(renamed) == wanted:
-            return renamed
-    return state
-
-
-def load_weights(model, path, model_name, flag='checkpoint'):
-    """Load a checkpoint's weights into ``model`` strictly; returns the checkpoint dict.
-
-    A checkpoint of another architecture gives one line naming what it seems to be instead.
-    """
-    checkpoint = load_checkpoint(path, flag)
-    state = adapt_keys(extract_state_dict(checkpoint, path), model)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        from models.registry import guess_architectures
-        guesses = guess_architectures(state)
-        classes = [v.shape[0] for k, v in state.items() if k.endswith('weight') and v.dim() == 2][-1:]
-        if model_name in guesses and classes:
-            raise CheckpointError(f"{flag} '{path}' is a {model_name} for {classes[0]} classes, but the "
-                                  f"data set has {model.get_classifier().out_features}; pass the --dataset "
-                                  f"it was trained on") from None
-        seems = f"it looks like {' or '.join(guesses)}" if guesses else "no known architecture matches it"
-        raise CheckpointError(f"{flag} '{path}' does not fit {model_name} ({seems}); pass the architecture "
-                              f"it was trained with") from None
-    return checkpoint if isinstance(checkpoint, dict) else {}

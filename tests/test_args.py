@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from helper.args import parse_decay_epochs, parser_for, resolve_common_args
+from engine.args import parse_decay_epochs, parser_for, resolve_common_args
 from helper.errors import KDZooError
 from helper.schedule import learning_rate_at
 
@@ -61,7 +61,7 @@ def test_cosine_schedule():
 
 def test_nesterov_flag_reaches_the_optimiser():
     import torch
-    from helper.setup import sgd
+    from engine.setup import sgd
     layer = torch.nn.Linear(2, 2)
     plain, nesterov = (sgd([layer], resolved('resnet8', *flags)) for flags in ((), ('--nesterov',)))
     assert plain.param_groups[0]['nesterov'] is False and nesterov.param_groups[0]['nesterov'] is True

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helper.checkpoint import atomic_save, load_checkpoint, load_weights
+from helper.checkpoint import atomic_save, load_checkpoint
+from models.weights import load_weights
 from helper.errors import CheckpointError
 from models import model_dict
 from models.registry import model_name_from_path

@@ -11,7 +11,7 @@ import train_student
 import train_teacher
 from dataset import build_data
 from distiller_zoo import DISTILLERS
-from helper.setup import sgd
+from engine.setup import sgd
 
 from conftest import run_script
 
@@ -91,7 +91,7 @@ def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_pat
 
 @pytest.mark.parametrize('name', ['kd', 'crd', 'factor'])
 def test_interrupted_student_run_resumes_exactly(name, teacher_path, tmp_path, monkeypatch):
-    from helper.loop import Trainer
+    from engine.loop import Trainer
     whole = train_student.main(student_argv(name, teacher_path, tmp_path / 'whole', '--epochs', '2'))
     original_save = Trainer.save
 

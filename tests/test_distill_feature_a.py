@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 
 from distiller_zoo import DISTILLERS, Attention, HintLoss, NSTLoss, PKT, RKDLoss, Similarity
-from distiller_zoo.base import run_network
+from models.features import run_network
 from helper.errors import KDZooError
 from models import model_dict
 from models.util import ConvReg
-from train_student import probe
+from distiller_zoo.base import probe_networks
 
 
 # ---------------------------------------------------------------- independent NumPy formulas
@@ -257,8 +257,7 @@ def network(name):
 def build(method_name, teacher_name, student_name, **overrides):
     student, teacher = network(student_name), network(teacher_name).eval().requires_grad_(False)
     method_cls = DISTILLERS[method_name]
-    probe_s, probe_t = probe(student, teacher, method_cls, 'cifar100', torch.device('cpu'),
-                             torch.contiguous_format)
+    probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 32)
     args = SimpleNamespace(gamma=1.0, alpha=0.0, beta=1.0, kd_T=4.0, hint_layer=2)
     vars(args).update(overrides)
     return method_cls(args, student, teacher, probe_s, probe_t, None), student, teacher

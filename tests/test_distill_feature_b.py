@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import train_student
+from distiller_zoo.base import probe_networks
 from crd.criterion import CRDLoss, ContrastLoss
 from crd.memory import ContrastMemory
 from dataset.batches import Batch, ContrastSpec
@@ -388,8 +389,7 @@ def test_modules_from_real_pairs(pair, name):
     teacher_name, student_name, teacher, student, images, out_t = pair
     cls = DISTILLERS[name]
     args = make_args(name, student_name, teacher_name, '--nce_k', '16')
-    probe_s, probe_t = train_student.probe(student, teacher, cls, 'cifar100', torch.device('cpu'),
-                                           torch.contiguous_format)
+    probe_s, probe_t = probe_networks(student, teacher, cls.preact, 32)
     data = SimpleNamespace(num_train=64)
     if name == 'kdsvd' and teacher_name == 'vgg13':
         with pytest.raises(KDZooError, match='equal student and teacher channel counts'):

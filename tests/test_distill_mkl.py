@@ -21,7 +21,7 @@ from distiller_zoo import DISTILLERS
 from distiller_zoo.MKL import mkl_loss, parse_factors
 from distiller_zoo.base import kd_loss
 from helper.errors import KDZooError
-from helper.objective import DistillObjective
+from engine.objective import DistillObjective
 from models import model_dict
 
 from conftest import REPO
@@ -341,7 +341,7 @@ def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
     """The strong view replays per (seed, epoch): a run cut after epoch 1 and resumed ends bit for bit where an
     uninterrupted one does (on the first 384 training and 64 test digits, to keep it quick)."""
     import dataset.digits
-    from helper.loop import Trainer
+    from engine.loop import Trainer
     split = dataset.digits.digits_split()
     monkeypatch.setattr(dataset.digits, 'digits_split', lambda: (split[0][:384], split[1][:384], split[2][:64],
                                                                  split[3][:64]))

@@ -1,5 +1,7 @@
 """DKD, DIST, ReviewKD and OFD: each loss and its gradient against a NumPy computation written from the
 formula, the warm-ups, the modules built for real teacher:student pairs, the defaults, and bad input."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from scipy.stats import norm, truncnorm
 
 import train_student
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import kd_loss, run_network
+from distiller_zoo.base import kd_loss, run_teacher
 from distiller_zoo.DIST import DIST
 from distiller_zoo.DKD import dkd_loss, dkd_parts
 from distiller_zoo.OFD import ofd_feat_loss, ofd_margin
@@ -200,9 +202,9 @@ def build_method(name, model_t, model_s, *flags, prepare_teacher=None):
 
 
 def outputs(method, student, teacher, images):
-    with torch.no_grad():
-        out_t = run_network(teacher, images, True, method.preact)
-    return run_network(student, images, True, method.preact), out_t
+    """The student's outputs and the teacher's as the engine computes them for the method."""
+    out_t = run_teacher(teacher, SimpleNamespace(images=images), method.teacher_request())
+    return method.run_student(student, SimpleNamespace(images=images)), out_t
 
 
 def randomise_bn(net):

@@ -25,7 +25,7 @@ from distiller_zoo.ND import (EmbTrans, NDMixin, centers_record, check_centers, 
                               nd_loss, read_centers, teacher_fingerprint, write_centers)
 from distiller_zoo.base import kd_loss, run_network
 from helper.errors import KDZooError, run_cli
-from helper.setup import sgd
+from engine.setup import sgd
 from models import model_dict
 
 from conftest import REPO, write_fake_cifar100

@@ -13,9 +13,9 @@ from dataset.batches import Batch, DataBundle
 from distiller_zoo import DISTILLERS
 from distiller_zoo.NORM import fold_norm_checkpoint, norm_epoch_weight, norm_logits, norm_loss
 from helper.errors import KDZooError
-from helper.objective import DistillObjective
+from engine.objective import DistillObjective
 from models import model_dict
-from models.deploy import build_deployed
+from distiller_zoo.deploy import build_deployed
 
 
 def parse(*argv, model_t='resnet32x4'):

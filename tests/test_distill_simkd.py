@@ -19,10 +19,10 @@ from distiller_zoo import DISTILLERS
 from distiller_zoo.base import NetOutput, kd_loss
 from helper import distributed
 from helper.errors import KDZooError
-from helper.objective import DistillObjective
-from helper.setup import sgd
+from engine.objective import DistillObjective
+from engine.setup import sgd
 from models import model_dict
-from models.deploy import SimKDNetwork, build_deployed, load_deployed, simkd_from_checkpoint
+from distiller_zoo.deploy import SimKDNetwork, build_deployed, load_deployed, simkd_from_checkpoint
 
 from conftest import numeric_grad
 
@@ -165,6 +165,13 @@ def one_line_error(build, match=None):
 
 # ---------------------------------------------------------------------------------- SimKD: loss, logits
 
+def train_step(method, out_s, out_t, batch, epoch=1):
+    """``method.forward_train`` with a stand-in student whose forward returns ``out_s``'s features and logits."""
+    def student(images, is_feat=False, preact=False):
+        return (out_s.feats, out_s.logits) if is_feat else out_s.logits
+    return method.forward_train(student, batch, out_t, epoch)
+
+
 @pytest.mark.parametrize('s_size, t_size', [(4, 2), (2, 4), (2, 2)], ids=['student-taller', 'teacher-taller', 'same'])
 def test_simkd_loss_logits_and_gradients_match_numpy(s_size, t_size):
     gen = torch.Generator().manual_seed(s_size * 10 + t_size)
@@ -182,15 +189,15 @@ def test_simkd_loss_logits_and_gradients_match_numpy(s_size, t_size):
     out_s = NetOutput(torch.randn(2, 5, generator=gen, dtype=torch.float64, requires_grad=True), [x, None])
     out_t = NetOutput(torch.randn(2, 5, generator=gen, dtype=torch.float64), [feat_t, None])
     own_logits = out_s.logits
-    terms = method.losses(out_s, out_t, Batch(None, torch.tensor([0, 3])), epoch=1)
+    logits_trained, terms = train_step(method, out_s, out_t, Batch(None, torch.tensor([0, 3])))
     mse, logits = np_simkd(feat_s.numpy(), feat_t.numpy(), p, w, b)
 
     # -c 0 -d 0 -b 1: the MSE is the whole loss (the CE term is weighted 0, no KD term)
     assert set(terms) == {'ce', 'simkd'} and float(terms['ce'].detach()) == 0.0
     assert float(sum(terms.values()).detach()) == pytest.approx(mse, rel=1e-10)
     # the logits (training accuracy) are the teacher classifier's on the pooled projected map
-    assert out_s.logits is not own_logits
-    np.testing.assert_allclose(out_s.logits.detach().numpy(), logits, rtol=1e-10, atol=1e-12)
+    assert logits_trained is not own_logits
+    np.testing.assert_allclose(logits_trained.detach().numpy(), logits, rtol=1e-10, atol=1e-12)
 
     sum(terms.values()).backward()
     np.testing.assert_allclose(x.grad.numpy(), numeric_grad(lambda f: np_simkd(f, feat_t.numpy(), p, w, b)[0],
@@ -211,11 +218,11 @@ def test_simkd_ce_and_kd_act_on_the_students_own_logits_when_weighted():
     own, logits_t = torch.randn(4, 5, generator=gen), torch.randn(4, 5, generator=gen)
     targets = torch.tensor([0, 1, 2, 4])
     out_s = NetOutput(own.clone(), [feat_s, None])
-    terms = method.losses(out_s, NetOutput(logits_t, [feat_t, None]), Batch(None, targets), epoch=1)
+    logits, terms = train_step(method, out_s, NetOutput(logits_t, [feat_t, None]), Batch(None, targets))
     assert set(terms) == {'ce', 'kd', 'simkd'}
     assert torch.allclose(terms['ce'], 0.5 * F.cross_entropy(own, targets))
     assert torch.allclose(terms['kd'], 2 * kd_loss(own, logits_t, 4.0))
-    assert not torch.allclose(out_s.logits, own)  # the accuracy logits are the deployed path's
+    assert not torch.allclose(logits, own)  # the accuracy logits are the deployed path's
 
 
 def test_simkd_keeps_the_teacher_classifier_frozen_through_training():
@@ -322,10 +329,10 @@ def test_srrl_loss_and_gradient_match_numpy():
     own = torch.randn(4, 6, generator=gen, dtype=torch.float64)
     out_s = NetOutput(own, [x])
     targets = torch.tensor([0, 1, 5, 2])
-    terms = method.losses(out_s, NetOutput(logits_t, [feat_t]), Batch(None, targets), epoch=1)
+    logits, terms = train_step(method, out_s, NetOutput(logits_t, [feat_t]), Batch(None, targets))
     expected = np_srrl(feat_s.numpy(), feat_t.numpy(), logits_t.numpy(), p, w, b)
     assert float(terms['srrl'].detach()) == pytest.approx(expected, rel=1e-10)
-    assert out_s.logits is own  # the student predicts with its own classifier
+    assert logits is own  # the student predicts with its own classifier
     assert torch.allclose(terms['ce'], F.cross_entropy(own, targets))
     assert torch.allclose(terms['kd'], kd_loss(own, logits_t, 4.0))
     terms['srrl'].backward()

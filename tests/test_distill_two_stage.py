@@ -14,10 +14,10 @@ import dataset.digits
 import train_student
 import train_teacher
 from distiller_zoo import AB, ABLoss, FSP, FT, Connector, FactorTransfer, FSPDistiller, Paraphraser, Translator
-from distiller_zoo.base import run_network
+from models.features import run_network
 from helper.errors import KDZooError
-from helper.loop import Trainer
-from helper.objective import DistillObjective, InitStageObjective
+from engine.loop import Trainer
+from engine.objective import DistillObjective, InitStageObjective
 from models import imagenet_model_dict, model_dict
 
 

@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from conftest import REPO, run_script, write_fake_cifar100
-from helper import distributed
+from engine import launch
+from helper import distributed, sync_bn
 from helper.errors import KDZooError
 
 # 128 training images in batches of 32: four steps an epoch; 48 test images.
@@ -166,7 +167,7 @@ def _online_step_gradients(rank, port, queue):
     import torch.distributed as dist
     import train_online_mcl
     from dataset.batches import Batch
-    from helper.online import OnlineObjective
+    from engine.online import OnlineObjective
     from models.lmcl import PeerSet
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
@@ -184,7 +185,7 @@ def _online_step_gradients(rank, port, queue):
     reference = gradients(Batch(images, targets, torch.arange(16)))
     distributed._CURRENT = distributed.Dist(rank, 2, rank, 2, 'gloo', 'cpu', group)
     for module in objective.trainable_modules():
-        distributed.convert_sync_batchnorm(module, torch.device('cpu'))
+        sync_bn.convert_sync_batchnorm(module, torch.device('cpu'))
     mine = slice(8 * rank, 8 * rank + 8)
     gradients(Batch(images[mine], targets[mine], torch.arange(16)[mine]))
     distributed.all_reduce_gradients(params, 8)
@@ -316,17 +317,17 @@ def fake_gpus(monkeypatch, count):
 
 
 def test_plans(monkeypatch):
-    plan = distributed.make_plan(flags(multiprocessing_distributed=True, nproc_per_node=2))
+    plan = launch.make_plan(flags(multiprocessing_distributed=True, nproc_per_node=2))
     assert (plan.mode, plan.world_size, plan.backend, plan.devices) == ('spawn', 2, 'gloo', ('cpu', 'cpu'))
     # The seed command's --gpu_id 0,1,2,3 without CUDA: one CPU worker per listed GPU.
-    plan = distributed.make_plan(flags(multiprocessing_distributed=True, gpu_id='0,1,2,3'))
+    plan = launch.make_plan(flags(multiprocessing_distributed=True, gpu_id='0,1,2,3'))
     assert plan.nproc == 4 and plan.devices == ('cpu',) * 4
     # Two nodes of two: node 1 runs global ranks 2 and 3.
-    plan = distributed.make_plan(flags(multiprocessing_distributed=True, nproc_per_node=2, world_size=2, rank=1))
+    plan = launch.make_plan(flags(multiprocessing_distributed=True, nproc_per_node=2, world_size=2, rank=1))
     assert (plan.world_size, plan.first_rank) == (4, 2)
-    assert distributed.make_plan(flags()).mode == 'single'
+    assert launch.make_plan(flags()).mode == 'single'
     fake_gpus(monkeypatch, 4)
-    plan = distributed.make_plan(flags(multiprocessing_distributed=True, gpu_id='0,1,2,3'))
+    plan = launch.make_plan(flags(multiprocessing_distributed=True, gpu_id='0,1,2,3'))
     assert plan.backend == 'nccl' and plan.devices == ('cuda:0', 'cuda:1', 'cuda:2', 'cuda:3')
 
 
@@ -342,7 +343,7 @@ def test_bad_distributed_flags_are_one_clear_error(monkeypatch, gpus, overrides,
     if gpus:
         fake_gpus(monkeypatch, gpus)
     with pytest.raises(KDZooError, match=message.replace('(', r'\(').replace(')', r'\)')):
-        distributed.make_plan(flags(**overrides))
+        launch.make_plan(flags(**overrides))
 
 
 def test_dali_gpu_without_a_gpu_is_one_line(tmp_path):
@@ -358,8 +359,8 @@ def test_dali_gpu_without_a_gpu_is_one_line(tmp_path):
 
 def test_cross_rank_batchnorm_without_a_job_is_plain_batchnorm():
     plain = torch.nn.BatchNorm2d(3)
-    converted = distributed.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), torch.device('cpu'))
-    assert isinstance(converted[0], distributed.CrossRankBatchNorm)
+    converted = sync_bn.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), torch.device('cpu'))
+    assert isinstance(converted[0], sync_bn.CrossRankBatchNorm)
     x = torch.randn(4, 3, 5, 5)
     torch.testing.assert_close(converted[0](x), plain(x))
     torch.testing.assert_close(converted[0].running_var, plain.running_var)

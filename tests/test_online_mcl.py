@@ -14,8 +14,8 @@ from dataset import build_data
 from dataset.class_balanced import ClassBalancedOrder
 from dataset.batches import epoch_generator
 from helper.errors import KDZooError
-from helper.mcl import mcl_losses, ordered_pairs, pair_losses
-from helper.online import OnlineObjective
+from online.mcl import mcl_losses, ordered_pairs, pair_losses
+from engine.online import OnlineObjective
 from models import model_dict
 from models.lmcl import HETEROGENEOUS, HOMOGENEOUS, PeerSet, peer_models
 from tools import eval as eval_tool

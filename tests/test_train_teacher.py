@@ -7,7 +7,7 @@ import torch
 
 import train_teacher
 from helper.errors import NonFiniteLossError
-from helper.loop import Trainer
+from engine.loop import Trainer
 from models import model_dict
 
 from conftest import run_script

@@ -15,11 +15,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import DATASETS, build_data  # noqa: E402
-from helper.checkpoint import load_checkpoint, load_weights  # noqa: E402
+from helper.checkpoint import load_checkpoint  # noqa: E402
+from models.weights import load_weights  # noqa: E402
 from helper.errors import KDZooError, run_cli  # noqa: E402
-from helper.loop import evaluate_predictions  # noqa: E402
+from engine.loop import evaluate_predictions  # noqa: E402
 from helper.runtime import memory_format, resolve_precision, select_device  # noqa: E402
-from models.deploy import load_deployed, require_simkd_teacher, simkd_from_checkpoint  # noqa: E402
+from distiller_zoo.deploy import load_deployed, require_simkd_teacher, simkd_from_checkpoint  # noqa: E402
 from models.registry import build_model, model_name_from_path, zoo_for  # noqa: E402
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import DATASETS, build_data  # noqa: E402
 from distiller_zoo.ND import centers_record, compute_centers, default_centers_path, write_centers  # noqa: E402
-from helper.checkpoint import load_weights  # noqa: E402
+from models.weights import load_weights  # noqa: E402
 from helper.errors import CheckpointError, KDZooError, run_cli  # noqa: E402
 from helper.runtime import select_device  # noqa: E402
 from models.registry import build_model, check_model_name, model_name_from_path  # noqa: E402

@@ -9,7 +9,7 @@ import argparse
 import os
 
 from dataset import DATASETS
-from .errors import KDZooError
+from helper.errors import KDZooError
 
 # RepDistiller forces lr 0.01 for these (SimKD adds the _1_0/_1_5 variants), ignoring --learning_rate.
 LOW_LR_MODELS = ('MobileNetV2', 'MobileNetV2_1_0', 'ShuffleV1', 'ShuffleV2', 'ShuffleV2_1_5')

@@ -12,10 +12,10 @@ import copy
 import torch
 import torch.nn as nn
 
-from helper.checkpoint import load_weights
+from models.weights import load_weights
 from helper.errors import CheckpointError, KDZooError
-from .registry import build_model, model_name_from_path
-from .util import SimKD
+from models.registry import build_model, model_name_from_path
+from models.util import SimKD
 
 BUILDERS = {}
 

@@ -2,9 +2,9 @@
 import torch
 
 from dataset import build_data
-from . import distributed
-from .checkpoint import load_checkpoint
-from .runtime import draw_seed, resolve_precision, seed_everything, select_device
+from helper import distributed, sync_bn
+from helper.checkpoint import load_checkpoint
+from helper.runtime import draw_seed, resolve_precision, seed_everything, select_device
 
 
 def seed_for_run(args, resume_path):
@@ -19,18 +19,18 @@ def seed_for_run(args, resume_path):
     return args.seed
 
 
-def devices_and_data(args, train_sample=None, drop_last=False):
+def devices_and_data(args, **data_options):
     """The device, the precision and the data; in a multi-process job the process's own device and its
-    share of every global batch (and of the validation set)."""
+    share of every global batch (and of the validation set). ``data_options`` are a method's
+    (``Distiller.data_options``: contrast rows, the strong view, drop_last), handed to build_data whole."""
     job = distributed.current()
     device = torch.device(job.device) if job.enabled else select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
     # The SimKD repo's split of the loader processes over the node's GPUs.
     num_workers = -(-args.num_workers // job.local_size)
     data = build_data(args.dataset, args.data_folder, args.batch_size, device,
-                      num_workers=num_workers, seed=args.seed, train_sample=train_sample,
-                      drop_last=drop_last, channels_last=precision != 'fp32', dali=args.dali,
-                      rank=job.rank, world_size=job.world_size)
+                      num_workers=num_workers, seed=args.seed, channels_last=precision != 'fp32', dali=args.dali,
+                      rank=job.rank, world_size=job.world_size, **data_options)
     return device, precision, data
 
 
@@ -39,7 +39,7 @@ def synchronise_batchnorm(objective, args, device):
     batch. Call it before the optimiser is built (the layers get new parameter objects)."""
     if args.sync_bn and distributed.current().enabled:
         for module in objective.trainable_modules():
-            distributed.convert_sync_batchnorm(module, device)
+            sync_bn.convert_sync_batchnorm(module, device)
 
 
 def sgd(modules, args):

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import atomic_save, load_checkpoint
-from .errors import CheckpointError, KDZooError, NonFiniteLossError
-from .metrics import RunningSums, correct_topk
-from .runtime import autocast
-from .schedule import learning_rate_at, set_learning_rate
+from helper import distributed
+from helper.checkpoint import atomic_save, load_checkpoint
+from helper.errors import CheckpointError, KDZooError, NonFiniteLossError
+from helper.metrics import RunningSums, correct_topk
+from helper.runtime import autocast
+from helper.schedule import learning_rate_at, set_learning_rate
 
 
 class Trainer:

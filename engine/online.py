@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from models.lmcl import NUMBER_STAGES
-from . import distributed
-from .checkpoint import atomic_save
-from .logger import RunLogger
-from .mcl import Aggregator, MetaWeightNetwork, ProjectionHeads, mcl_losses, weighted_kl
-from .objective import Objective, StepOutput
-from .run_files import RunFiles
-from .runtime import autocast
+from helper import distributed, sync_bn
+from helper.checkpoint import atomic_save
+from helper.logger import RunLogger
+from online.mcl import Aggregator, MetaWeightNetwork, ProjectionHeads, mcl_losses, weighted_kl
+from engine.objective import Objective, StepOutput
+from helper.run_files import RunFiles
+from helper.runtime import autocast
 
 
 def online_run_name(arch, number_net, method, dataset, trial):
@@ -91,7 +91,7 @@ class OnlineObjective(Objective):
         if self.meta_net is not None and (step - 1) % self.args.meta_freq == 0:
             if distributed.current().enabled:
                 images, targets = distributed.all_gather_step(batch.images), distributed.all_gather_step(batch.targets)
-                with distributed.local_batch_statistics():  # the batch is global already
+                with sync_bn.local_batch_statistics():  # the batch is global already
                     self.meta_step(images, targets, lr)
             else:
                 self.meta_step(batch.images, batch.targets, lr)

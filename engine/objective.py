@@ -11,9 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distiller_zoo.base import run_network
-from .errors import CheckpointError
-from .loop import evaluate_predictions
+from distiller_zoo.base import TeacherRequest, run_teacher
+from models.features import run_network
+from helper.errors import CheckpointError
+from engine.loop import evaluate_predictions
 
 
 @dataclass
@@ -106,12 +107,13 @@ class DistillObjective(Objective):
         self.teacher.eval()
         return self
 
+    def teacher_outputs(self, batch):
+        """The teacher's outputs for the batch, as the method asked (computed once, without autograd)."""
+        return run_teacher(self.teacher, batch, self.method.teacher_request())
+
     def step(self, batch, epoch):
-        method = self.method
-        with torch.no_grad():
-            out_t = run_network(self.teacher, batch.images, method.needs_feats, method.preact)
-        out_s = run_network(self.model, batch.images, method.needs_feats, method.preact)
-        return StepOutput(losses=method.losses(out_s, out_t, batch, epoch), logits=out_s.logits)
+        logits, losses = self.method.forward_train(self.model, batch, self.teacher_outputs(batch), epoch)
+        return StepOutput(losses=losses, logits=logits)
 
     def predict(self, images):
         return self.method.predict(self.model, self.teacher, images)
@@ -135,9 +137,10 @@ class InitStageObjective(DistillObjective):
             module.train(mode)
         return self
 
+    def teacher_outputs(self, batch):
+        return run_teacher(self.teacher, batch, TeacherRequest(True, self.method.teacher_request().preact))
+
     def step(self, batch, epoch):
-        method = self.method
-        with torch.no_grad():
-            out_t = run_network(self.teacher, batch.images, True, method.preact)
-        out_s = run_network(self.model, batch.images, True, method.preact)
-        return StepOutput(losses={'init': method.init_loss(out_s, out_t, batch)}, logits=out_s.logits)
+        out_s = run_network(self.model, batch.images, True, self.method.preact)
+        return StepOutput(losses={'init': self.method.init_loss(out_s, self.teacher_outputs(batch), batch)},
+                          logits=out_s.logits)
