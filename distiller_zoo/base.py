@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from models.features import run_features
 
 DISTILLERS = {}
 
@@ -38,9 +39,13 @@ class NetOutput:
     """What one network produced for a batch."""
     logits: torch.Tensor
     feats: Optional[List[torch.Tensor]] = None  # [f0, ..., fK, pooled]; pre-ReLU maps if preact
+    pooled_map: Optional[torch.Tensor] = None  # the map the classifier pools (forward_features(x)[-1]), if asked
 
 
-def run_network(net, images, needs_feats, preact):
+def run_network(net, images, needs_feats, preact, needs_pooled_map=False):
+    if needs_pooled_map:  # one pass through the feature API: the same feats and logits, plus the pooled map
+        maps, feats, logits = run_features(net, images, preact)
+        return NetOutput(logits, feats, maps[-1])
     if needs_feats:
         feats, logits = net(images, is_feat=True, preact=preact)
         return NetOutput(logits, feats)
@@ -53,6 +58,8 @@ class Distiller(nn.Module):
     Class attributes say what the method reads and how it is run:
       needs_feats      run both networks with ``is_feat=True``
       preact           ask for pre-ReLU stage outputs (AB, OFD)
+      needs_pooled_map run the student through ``forward_features`` so that ``out_s.pooled_map`` holds the
+                       map it average-pools into its classifier (NORM)
       default_weights  (gamma, alpha, beta) used when -r/-a/-b are not given: the weights of the
                        script that produced the method's published numbers
     The constructor receives the arguments, both networks, one dummy forward of each (``NetOutput``
@@ -61,6 +68,7 @@ class Distiller(nn.Module):
     name = None
     needs_feats = False
     preact = False
+    needs_pooled_map = False
     default_weights = (1.0, 0.0, 0.0)
     warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
 

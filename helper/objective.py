@@ -110,7 +110,7 @@ class DistillObjective(Objective):
         method = self.method
         with torch.no_grad():
             out_t = run_network(self.teacher, batch.images, method.needs_feats, method.preact)
-        out_s = run_network(self.model, batch.images, method.needs_feats, method.preact)
+        out_s = run_network(self.model, batch.images, method.needs_feats, method.preact, method.needs_pooled_map)
         return StepOutput(losses=method.losses(out_s, out_t, batch, epoch), logits=out_s.logits)
 
     def predict(self, images):

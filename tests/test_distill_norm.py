@@ -120,7 +120,7 @@ def test_feature_transform_shapes_on_real_pairs(model_t, model_s, c_s, c_t, side
     objective = DistillObjective(student, teacher, method).train()
     out = objective.step(batch, epoch=30)
     assert out.logits.shape == (2, 100) and set(out.losses) == {'ce', 'norm'}
-    expanded, _, _ = method._through_ft(student, *student(batch.images, is_feat=True))
+    expanded, _, _ = method._through_ft(student, train_student.run_network(student, batch.images, True, False, True))
     assert expanded.shape == (2, 8 * c_t, side, side)
     sum(out.losses.values()).backward()
     assert method.ft.expand[0].weight.grad.abs().sum() > 0
