@@ -29,13 +29,9 @@ import torch.nn.functional as F
 from dataset.batches import ContrastSpec
 from helper.errors import KDZooError
 from .deploy import register_deploy
-from models.imagenet.mobilenetv2 import MobileNetV2 as ImageNetMobileNetV2
-from models.mobilenetv2 import CifarMobileNetV2
 from models.registry import build_model
-from models.ShuffleNetv2 import ShuffleNetV2
-from models.wrn import WideResNet
 from .CRD import crd_criterion
-from .base import Distiller, register
+from .base import Distiller, register, run_network
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
            'NORM', 'NORMKD', 'NORMCRD']
@@ -43,14 +39,6 @@ __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logit
 # NORM's multiplier of its loss: (first epoch that is past the step, weight); 0.1 after the last step.
 _EPOCH_STEPS = {'cifar': ((10, 0.1), (20, 0.5), (180, 1.0), (210, 0.5)),
                 'imagenet': ((5, 0.1), (15, 0.5), (60, 0.9), (80, 0.5))}
-
-# Families whose pooled map is not feats[-2]: the submodule that outputs it, and whether a ReLU follows.
-_POOLED_MAP_SOURCES = {
-    WideResNet: lambda net: (net.bn1, True),
-    ShuffleNetV2: lambda net: (net.bn2, True),
-    CifarMobileNetV2: lambda net: (net.conv2, False),
-    ImageNetMobileNetV2: lambda net: (net.features[-1], False),
-}
 
 # NORM's own spellings, used when --distill is one of its names (the SimKD repo's -c/-s mean --cls/--soft).
 _NORM_FLAGS = {'-c': '--ceta', '-s': '--co-sponge'}
@@ -143,6 +131,7 @@ class NORM(Distiller):
     saved as ``norm_ft`` beside ``model``, which stays the plain student); ``predict`` runs the student
     through it, ``deployable`` folds it into the student's classifier."""
     needs_feats = True
+    needs_pooled_map = True  # the FT sits on the map the student pools: forward_features(x)[-1]
     default_weights = (0.1, 0.0, 1.0)  # the NORM README's example: -r 0.1 -a 0 -b 1.0 -s 8
 
     @classmethod
@@ -179,15 +168,6 @@ class NORM(Distiller):
             raise KDZooError("--plain_ft needs an FT, and -s 1 removes it; pass -s 2 or more")
         self.ceta, self.logit_norm, self.dataset = args.ceta, not args.no_logit_norm, args.dataset
         self.model_s = args.model_s
-        self._captured = None
-        source = _POOLED_MAP_SOURCES.get(type(student))
-        self._hooked, self._relu_after_source = source is not None, False
-        if source is not None:
-            module, self._relu_after_source = source(student)
-
-            def capture(module, inputs, output):
-                self._captured = output
-            module.register_forward_hook(capture)
         student_map = self._find_pooled_map(student, args.dataset)
         teacher_map = probe_t.feats[-2]
         if teacher_map.dim() != 4:
@@ -202,7 +182,6 @@ class NORM(Distiller):
                              f"{args.model_t}'s ({c_t}) directly; they differ, so pass -s 2 or more")
         self.ft = NORMFeatureTransform(c_s, n * c_t, residual=not args.plain_ft) if n > 1 else None
         classifier = student.get_classifier()
-        self.head_name = next(name for name, child in student.named_children() if classifier in child.modules())
         self.classifier_name = next(name for name, module in student.named_modules() if module is classifier)
         if self.ft is not None:
             extra = sum(p.numel() for p in self.ft.parameters())
@@ -210,43 +189,33 @@ class NORM(Distiller):
             print(f"NORM: FT {c_s}->{n * c_t}->{c_s} channels, {extra / 1e6:.2f}M parameters (student with FT "
                   f"{total / 1e6:.2f}M); folded into the classifier for deployment")
 
-    def _pooled_map(self, feats):
-        """The map the student average-pools into its classifier, from its latest forward pass."""
-        if not self._hooked:
-            return feats[-2]
-        fmap, self._captured = self._captured, None
-        return F.relu(fmap) if self._relu_after_source else fmap
-
     @torch.no_grad()
     def _find_pooled_map(self, student, dataset):
-        """One eval-mode forward: the map found must pool to the student's pooled feature."""
+        """The map the student average-pools into its classifier, from one eval-mode pass of the feature API."""
+        if not callable(getattr(student, 'forward_features', None)):
+            raise KDZooError(f"NORM places its FT on the map {self.model_s} pools into its classifier, but "
+                             f"{self.model_s} has no forward_features to give it; pick a zoo student")
         size = 224 if dataset == 'imagenet' else 32
         was_training = student.training
         student.eval()
-        feats, _ = student(torch.randn(2, 3, size, size, device=next(student.parameters()).device),
-                           is_feat=True)
+        fmap = student.forward_features(torch.randn(2, 3, size, size, device=next(student.parameters()).device))[-1]
         student.train(was_training)
-        fmap = self._pooled_map(feats)
-        if fmap.dim() != 4 or not torch.allclose(fmap.float().mean((2, 3)), feats[-1].float(), rtol=1e-4,
-                                                 atol=1e-4):
-            raise KDZooError(f"NORM does not know which map {self.model_s} pools into its classifier, so it "
-                             f"cannot place its FT; pick another student")
         return fmap
 
-    def _through_ft(self, student, feats, logits):
-        """(matched student map, pooled feature, logits) of the student with its FT."""
-        fmap = self._pooled_map(feats)
+    def _through_ft(self, student, out):
+        """(matched student map, pooled feature, logits) of the student with its FT, from a ``run_network``
+        output that holds the pooled map."""
         if self.ft is None:
-            return fmap, feats[-1], logits
-        expanded, fmap = self.ft(fmap)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
-        return expanded, pooled, student.get_submodule(self.head_name)(pooled)
+            return out.pooled_map, out.feats[-1], out.logits
+        expanded, fmap = self.ft(out.pooled_map)
+        pooled = student.forward_head(fmap, pre_logits=True)
+        return expanded, pooled, student.classify(pooled)
 
     def forward_train(self, student, batch, out_t, epoch):
         """The student with its FT: CE and KD on its (layer-normalised) logits, NORM's loss on the
         expanded map; those logits are the ones trained on."""
         out_s = self.run_student(student, batch)
-        expanded, pooled, logits = self._through_ft(student, out_s.feats, out_s.logits)
+        expanded, pooled, logits = self._through_ft(student, out_s)
         return logits, self.terms(logits, expanded, pooled, out_t, batch, epoch)
 
     def terms(self, logits, expanded, pooled, out_t, batch, epoch):
@@ -260,8 +229,7 @@ class NORM(Distiller):
         return terms
 
     def predict(self, student, teacher, images):
-        feats, logits = student(images, is_feat=True)
-        return self._through_ft(student, feats, logits)[2]
+        return self._through_ft(student, run_network(student, images, True, False, True))[2]
 
     def checkpoint_extras(self):
         if self.ft is None:

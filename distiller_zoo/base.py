@@ -54,6 +54,8 @@ class Distiller(nn.Module):
       needs_feats      run both networks with ``is_feat=True``
       preact           ask the student for pre-ReLU stage outputs (AB, OFD); the teacher too unless
                        ``teacher_preact`` says otherwise
+      needs_pooled_map run the student through ``forward_features`` so that ``out_s.pooled_map`` holds the
+                       map it average-pools into its classifier (NORM)
       views            extra views of each batch whose teacher outputs the method reads ('strong')
       default_weights  (gamma, alpha, beta) used when -r/-a/-b are not given: the weights of the
                        script that produced the method's published numbers
@@ -64,6 +66,7 @@ class Distiller(nn.Module):
     needs_feats = False
     preact = False
     teacher_preact = None  # None: as ``preact``
+    needs_pooled_map = False
     views = ()
     default_weights = (1.0, 0.0, 0.0)
     warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
@@ -114,7 +117,7 @@ class Distiller(nn.Module):
 
     def run_student(self, student, batch):
         """The student's outputs on the batch's training view, as this method reads them."""
-        return run_network(student, batch.images, self.needs_feats, self.preact)
+        return run_network(student, batch.images, self.needs_feats, self.preact, self.needs_pooled_map)
 
     def forward_train(self, student, batch, out_t, epoch):
         """One training step's ``(logits, losses)``: the logits the method trained on, for the training

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from .features import FeatureNet, stage_maps
 
 STEM_CHANNELS = 24
 
@@ -52,8 +53,9 @@ class Bottleneck(nn.Module):
         return (out, preact) if self.is_last else out
 
 
-class ShuffleNet(nn.Module):
+class ShuffleNet(FeatureNet):
     """1x1 stem, three stages (each starting with stride 2), global pool, ``linear``."""
+    head_name = 'linear'
 
     def __init__(self, out_planes, num_blocks, groups, num_classes=100):
         super().__init__()
@@ -83,26 +85,9 @@ class ShuffleNet(nn.Module):
         raise KDZooError("ShuffleV1 has no BN right before its stage ReLUs, so it cannot be the teacher "
                          "for this distiller; choose another teacher")
 
-    def get_classifier(self):
-        return self.linear
-
-    def forward(self, x, is_feat=False, preact=False):
-        out = F.relu(self.bn1(self.conv1(x)))
-        f0 = out
-        out, f1_pre = self.layer1(out)
-        f1 = out
-        out, f2_pre = self.layer2(out)
-        f2 = out
-        out, f3_pre = self.layer3(out)
-        f3 = out
-        # RepDistiller pools 4x4, the whole final map of a 32x32 input: global pooling.
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        logits = self.linear(pooled)
-        if not is_feat:
-            return logits
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, pooled], logits
-        return [f0, f1, f2, f3, pooled], logits
+    def forward_features(self, x, preact=False):
+        # RepDistiller pools the last stage's output 4x4, the whole map of a 32x32 input: global pooling.
+        return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
 
 
 def ShuffleV1(num_classes=100, **kwargs):

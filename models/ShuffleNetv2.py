@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from .features import FeatureNet, stage_maps
 
 STEM_CHANNELS = 24
 
@@ -83,8 +84,9 @@ class DownBlock(nn.Module):
         return channel_shuffle(torch.cat([left, right], 1))
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(FeatureNet):
     """1x1 stem, three stages (DownBlock then BasicBlocks), 1x1 conv to the head width, global pool, ``linear``."""
+    head_name = 'linear'
 
     def __init__(self, net_size=1, num_classes=100):
         super().__init__()
@@ -115,27 +117,11 @@ class ShuffleNetV2(nn.Module):
         raise KDZooError("ShuffleNetV2 has no BN right before its stage ReLUs, so it cannot be the teacher "
                          "for this distiller; choose another teacher")
 
-    def get_classifier(self):
-        return self.linear
-
-    def forward(self, x, is_feat=False, preact=False):
-        out = F.relu(self.bn1(self.conv1(x)))
-        f0 = out
-        out, f1_pre = self.layer1(out)
-        f1 = out
-        out, f2_pre = self.layer2(out)
-        f2 = out
-        out, f3_pre = self.layer3(out)
-        f3 = out
-        out = F.relu(self.bn2(self.conv2(out)))
-        # RepDistiller pools 4x4, the whole final map of a 32x32 input: global pooling.
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        logits = self.linear(pooled)
-        if not is_feat:
-            return logits
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, pooled], logits
-        return [f0, f1, f2, f3, pooled], logits
+    def forward_features(self, x, preact=False):
+        maps = stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
+        # RepDistiller pools the head's output 4x4, the whole map of a 32x32 input: global pooling.
+        maps[-1] = F.relu(self.bn2(self.conv2(maps[-1])))
+        return maps
 
 
 def ShuffleV2_0_5(num_classes=100, **kwargs):

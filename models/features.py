@@ -1,8 +1,79 @@
-"""What a network produced for a batch, and the one way the training code asks a model for it."""
+"""The feature API every zoo model shares: ``forward_features``, ``forward_head``, and RepDistiller's
+``forward(x, is_feat=False, preact=False)`` built from them in one place.
+
+A model subclasses ``FeatureNet``, names the child that maps the pooled vector to logits in ``head_name``,
+and writes only ``forward_features(x, preact=False)``, which returns the list ``[f0, ..., fK, m]``:
+
+* ``f0 .. fK`` are the maps ``forward(x, is_feat=True, preact=preact)`` reports (stem output, then one per
+  stage; pre-ReLU where the model has a ReLU to take them before and ``preact`` is set);
+* ``m`` is the map ``forward_head`` average-pools into the classifier, after whatever head layers follow
+  the last stage (WRN's and HCGNet's BN-ReLU, ShuffleNetV2's 1x1 conv-BN-ReLU, MobileNetV2's 1x1 conv to
+  1280). ``m`` never depends on ``preact``; where nothing stands between the last stage and the pooling and
+  ``preact`` is off, it is the same tensor as ``fK``.
+
+So ``forward_features(x)[:-1] + [forward_head(forward_features(x)[-1], pre_logits=True)]`` is exactly the
+``feats`` list of ``forward(x, is_feat=True)``, and ``forward_head(forward_features(x)[-1])`` its logits.
+``m`` is kept separate from ``fK`` because the two differ for several families (WRN's fK is the last
+block's output before the final BN, for one), and methods that act on the pooled map (NORM) need ``m``.
+"""
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class FeatureNet(nn.Module):
+    """Base of the zoo models: the pooling head and the ``is_feat``/``preact`` forward, written once.
+
+    Adds no parameters or buffers, so the state-dict names of the subclasses are those of their own modules.
+    """
+    head_name = 'fc'  # the child applied to the pooled vector (the whole of it: ImageNet MobileNetV2's dropout too)
+
+    def forward_features(self, x, preact=False):
+        """``[f0, ..., fK, m]``: the reported stage maps and the map that is pooled (see the module docstring)."""
+        raise NotImplementedError
+
+    def forward_head(self, x, pre_logits=False):
+        """Global average pooling of the map ``x`` into a vector, then the classifier; with ``pre_logits`` the
+        pooled vector itself (``feats[-1]`` of ``forward(..., is_feat=True)``)."""
+        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return pooled if pre_logits else self.classify(pooled)
+
+    def get_classifier(self):
+        """The ``nn.Linear`` that makes the logits (distillers reuse or fold it); a head that is more than
+        that one layer (the MobileNetV2s' ``classifier`` Sequential) overrides this."""
+        return getattr(self, self.head_name)
+
+    def classify(self, pooled):
+        """Logits of an already pooled feature vector."""
+        return getattr(self, self.head_name)(pooled)
+
+    def forward(self, x, is_feat=False, preact=False):
+        """Logits, or ``(feats, logits)`` with ``feats = [f0, ..., fK, pooled]`` when ``is_feat``: RepDistiller's
+        contract, which the distillers read."""
+        _, feats, logits = run_features(self, x, preact)
+        return (feats, logits) if is_feat else logits
+
+
+def run_features(net, x, preact=False):
+    """``(maps, feats, logits)`` of one pass: ``forward_features``'s maps, ``forward``'s ``is_feat`` list and the
+    logits. The one place the tail of ``forward`` is written."""
+    maps = net.forward_features(x, preact=preact)
+    pooled = net.forward_head(maps[-1], pre_logits=True)
+    return maps, maps[:-1] + [pooled], net.classify(pooled)
+
+
+def stage_maps(f0, stages, preact=False):
+    """``[f0, f1, ..., fK, fK]`` for stages whose last block returns ``(output, pre-ReLU output)`` (the CIFAR
+    ResNets and ShuffleNets): each stage feeds the next with its output and reports its pre-ReLU output
+    instead when ``preact``; the last stage's output closes the list as the map to pool."""
+    maps, x = [f0], f0
+    for stage in stages:
+        x, pre = stage(x)
+        maps.append(pre if preact else x)
+    return maps + [x]
 
 
 @dataclass
@@ -10,12 +81,17 @@ class NetOutput:
     """What one network produced for a batch."""
     logits: torch.Tensor
     feats: Optional[List[torch.Tensor]] = None  # [f0, ..., fK, pooled]; pre-ReLU maps if preact
+    pooled_map: Optional[torch.Tensor] = None  # the map the classifier pools (forward_features(x)[-1]), if asked
     # The same network on other views of the batch, by view name (NTCE-KD's teacher on 'strong').
     views: Dict[str, 'NetOutput'] = field(default_factory=dict)
 
 
-def run_network(net, images, needs_feats, preact):
-    """``net``'s logits for ``images``, with its feature list when ``needs_feats``."""
+def run_network(net, images, needs_feats, preact, needs_pooled_map=False):
+    """``net``'s logits for ``images``, with its feature list when ``needs_feats`` and the map it pools into
+    its classifier when ``needs_pooled_map`` (one pass through the feature API: the same feats and logits)."""
+    if needs_pooled_map:
+        maps, feats, logits = run_features(net, images, preact)
+        return NetOutput(logits, feats, maps[-1])
     if needs_feats:
         feats, logits = net(images, is_feat=True, preact=preact)
         return NetOutput(logits, feats)

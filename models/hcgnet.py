@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import FeatureNet
 from .wrn import _batch_norm_without_update
 
 
@@ -94,9 +95,10 @@ class _Transition(_GatedCell):
         return self.gate(self.conv2_3x3(self.conv1_1x1(x)))
 
 
-class HCGNet(nn.Module):
+class HCGNet(FeatureNet):
     """3x3 stem of 2*growth_rate[0] maps, three hybrid blocks (transitions halve the width after the first
     two), BN-ReLU head, global pooling, ``classifier``."""
+    head_name = 'classifier'
 
     def __init__(self, growth_rate, block_config, bn_size=4, theta=0.5, num_classes=100):
         super().__init__()
@@ -131,25 +133,18 @@ class HCGNet(nn.Module):
         f = self.features
         return [f.HybridBlock2.SMG1.conv1_1x1.norm, f.HybridBlock3.SMG1.conv1_1x1.norm, f.norm5]
 
-    def get_classifier(self):
-        return self.classifier
-
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         f = self.features
         f0 = f.conv0(x)
         f1 = f.Transition1(f.HybridBlock1(f0))
         f2 = f.Transition2(f.HybridBlock2(f1))
         f3 = f.HybridBlock3(f2)
         f3_pre = f.norm5(f3)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(F.relu(f3_pre), 1), 1)
-        logits = self.classifier(pooled)
-        if not is_feat:
-            return logits
+        pooled_map = F.relu(f3_pre)
         if preact:
             bn1, bn2, _ = self.get_bn_before_relu()
-            return [f0, _batch_norm_without_update(bn1, f1), _batch_norm_without_update(bn2, f2), f3_pre,
-                    pooled], logits
-        return [f0, f1, f2, f3, pooled], logits
+            return [f0, _batch_norm_without_update(bn1, f1), _batch_norm_without_update(bn2, f2), f3_pre, pooled_map]
+        return [f0, f1, f2, f3, pooled_map]
 
 
 def hcgnet_A1(num_classes=100, **kwargs):

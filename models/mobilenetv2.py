@@ -6,8 +6,9 @@ checkpoints load strictly. The stem has stride 2 and the classifier always sees 
 Block outputs are linear (no ReLU), so there are no separate pre-activation features: ``preact`` is
 accepted and ignored, as in RepDistiller.
 """
-import torch
 import torch.nn as nn
+
+from .features import FeatureNet
 
 # One row per stage: expansion (None means the model's expansion ratio), output channels at width 1,
 # number of blocks, stride of the first block.
@@ -55,8 +56,9 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_res_connect else out
 
 
-class CifarMobileNetV2(nn.Module):
+class CifarMobileNetV2(FeatureNet):
     """Stem (stride 2), seven stages of inverted residuals in ``blocks``, 1x1 conv to 1280, pool, classifier."""
+    head_name = 'classifier'
 
     def __init__(self, expand_ratio=6, width_mult=1.0, num_classes=100):
         super().__init__()
@@ -73,9 +75,9 @@ class CifarMobileNetV2(nn.Module):
             self.blocks.append(nn.Sequential(*stage))
         # Narrow models keep the full 1280 head; only widths above 1 widen it.
         self.last_channel = int(LAST_CHANNELS * width_mult) if width_mult > 1.0 else LAST_CHANNELS
+        # RepDistiller pools conv2's output with a fixed window equal to the final map (input size / 16):
+        # global pooling, which is what forward_head does.
         self.conv2 = conv_bn_relu(channels, self.last_channel, 1)
-        # RepDistiller pools with a fixed window equal to the final map (input size / 16): global pooling.
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
 
         for m in self.modules():
@@ -98,22 +100,13 @@ class CifarMobileNetV2(nn.Module):
     def get_classifier(self):
         return self.classifier[0]
 
-    def forward(self, x, is_feat=False, preact=False):
-        out = self.conv1(x)
-        f0 = out
-        out = self.blocks[1](self.blocks[0](out))
-        f1 = out
-        out = self.blocks[2](out)
-        f2 = out
-        out = self.blocks[4](self.blocks[3](out))
-        f3 = out
-        out = self.blocks[6](self.blocks[5](out))
-        f4 = out
-        pooled = torch.flatten(self.avgpool(self.conv2(out)), 1)
-        logits = self.classifier(pooled)
-        if is_feat:
-            return [f0, f1, f2, f3, f4, pooled], logits
-        return logits
+    def forward_features(self, x, preact=False):
+        f0 = self.conv1(x)
+        f1 = self.blocks[1](self.blocks[0](f0))
+        f2 = self.blocks[2](f1)
+        f3 = self.blocks[4](self.blocks[3](f2))
+        f4 = self.blocks[6](self.blocks[5](f3))
+        return [f0, f1, f2, f3, f4, self.conv2(f4)]
 
 
 def MobileNetV2(num_classes=100, **kwargs):

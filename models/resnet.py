@@ -4,9 +4,10 @@ Parameter names match RepDistiller's ``models/resnet.py`` (and SimKD's, which us
 their checkpoints load strictly. The last block of each stage also returns its pre-ReLU output, which
 ``forward(..., preact=True)`` reports instead of the post-ReLU stage output.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .features import FeatureNet, stage_maps
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -60,7 +61,7 @@ class Bottleneck(nn.Module):
         return (out, preact) if self.is_last else out
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureNet):
     """Stem conv, three stages of ``num_filters[1:]`` widths (strides 1, 2, 2), global pool, ``fc``."""
 
     def __init__(self, depth, num_filters, block_name='basicblock', num_classes=100):
@@ -82,7 +83,6 @@ class ResNet(nn.Module):
         self.layer1 = self._make_layer(block, num_filters[1], blocks_per_stage, stride=1)
         self.layer2 = self._make_layer(block, num_filters[2], blocks_per_stage, stride=2)
         self.layer3 = self._make_layer(block, num_filters[3], blocks_per_stage, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
 
         for m in self.modules():
@@ -113,25 +113,8 @@ class ResNet(nn.Module):
             return [self.layer1[-1].bn3, self.layer2[-1].bn3, self.layer3[-1].bn3]
         return [self.layer1[-1].bn2, self.layer2[-1].bn2, self.layer3[-1].bn2]
 
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x, is_feat=False, preact=False):
-        x = self.relu(self.bn1(self.conv1(x)))
-        f0 = x
-        x, f1_pre = self.layer1(x)
-        f1 = x
-        x, f2_pre = self.layer2(x)
-        f2 = x
-        x, f3_pre = self.layer3(x)
-        f3 = x
-        pooled = torch.flatten(self.avgpool(x), 1)
-        logits = self.fc(pooled)
-        if not is_feat:
-            return logits
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, pooled], logits
-        return [f0, f1, f2, f3, pooled], logits
+    def forward_features(self, x, preact=False):
+        return stage_maps(self.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
 
 
 # Widths [stem, stage1, stage2, stage3]. "xK" multiplies the stage widths by K. The x4 stem is 32 wide,

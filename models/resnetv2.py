@@ -3,9 +3,10 @@
 Parameter names match RepDistiller's ``models/resnetv2.py`` (``shortcut`` branches, ``linear``
 classifier), so its checkpoints load strictly.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .features import FeatureNet, stage_maps
 
 
 class Bottleneck(nn.Module):
@@ -37,8 +38,10 @@ class Bottleneck(nn.Module):
         return (out, preact) if self.is_last else out
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureNet):
     """Four bottleneck stages of 64/128/256/512 planes (strides 1, 2, 2, 2) and a ``linear`` classifier."""
+
+    head_name = 'linear'
 
     def __init__(self, num_blocks, num_classes=100):
         super().__init__()
@@ -49,7 +52,6 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
         self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
         self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512 * Bottleneck.expansion, num_classes)
 
         for m in self.modules():
@@ -73,27 +75,9 @@ class ResNet(nn.Module):
     def get_bn_before_relu(self):
         return [self.layer1[-1].bn3, self.layer2[-1].bn3, self.layer3[-1].bn3, self.layer4[-1].bn3]
 
-    def get_classifier(self):
-        return self.linear
-
-    def forward(self, x, is_feat=False, preact=False):
-        out = F.relu(self.bn1(self.conv1(x)))
-        f0 = out
-        out, f1_pre = self.layer1(out)
-        f1 = out
-        out, f2_pre = self.layer2(out)
-        f2 = out
-        out, f3_pre = self.layer3(out)
-        f3 = out
-        out, f4_pre = self.layer4(out)
-        f4 = out
-        pooled = torch.flatten(self.avgpool(out), 1)
-        logits = self.linear(pooled)
-        if not is_feat:
-            return logits
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, f4_pre, pooled], logits
-        return [f0, f1, f2, f3, f4, pooled], logits
+    def forward_features(self, x, preact=False):
+        return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3, self.layer4],
+                          preact)
 
 
 def ResNet50(num_classes=100, **kwargs):

@@ -4,9 +4,10 @@ These are the ``*_bn`` models that RepDistiller registers as vgg8/11/13/16/19; p
 ``models/vgg.py`` so its checkpoints load strictly. Each block is Conv-BN-ReLU repeated, but without its
 final ReLU: ``forward`` applies that one itself so it can report the pre-ReLU output too.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .features import FeatureNet
 
 
 def _make_block(widths, in_channels):
@@ -19,8 +20,9 @@ def _make_block(widths, in_channels):
     return nn.Sequential(*layers[:-1])
 
 
-class VGG(nn.Module):
+class VGG(FeatureNet):
     """``widths`` gives the conv widths of each of the five blocks; blocks 0-3 are followed by 2x2 max-pool."""
+    head_name = 'classifier'
 
     def __init__(self, widths, num_classes=100):
         super().__init__()
@@ -54,15 +56,11 @@ class VGG(nn.Module):
     def get_bn_before_relu(self):
         return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
 
-    def get_classifier(self):
-        return self.classifier
-
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         # At 32x32 block3 already works on 4x4 maps, so pool3 runs only for 64x64 inputs, as in RepDistiller.
         use_pool3 = x.shape[2] == 64
-        x = F.relu(self.block0(x))
-        f0 = x
-        f1_pre = self.block1(self.pool0(x))
+        f0 = F.relu(self.block0(x))
+        f1_pre = self.block1(self.pool0(f0))
         f1 = F.relu(f1_pre)
         f2_pre = self.block2(self.pool1(f1))
         f2 = F.relu(f2_pre)
@@ -70,13 +68,9 @@ class VGG(nn.Module):
         f3 = F.relu(f3_pre)
         f4_pre = self.block4(self.pool3(f3) if use_pool3 else f3)
         f4 = F.relu(f4_pre)
-        pooled = torch.flatten(self.pool4(f4), 1)
-        logits = self.classifier(pooled)
-        if not is_feat:
-            return logits
         if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, f4_pre, pooled], logits
-        return [f0, f1, f2, f3, f4, pooled], logits
+            return [f0, f1_pre, f2_pre, f3_pre, f4_pre, f4]
+        return [f0, f1, f2, f3, f4, f4]
 
 
 # Conv widths per block, RepDistiller's configurations 'S', 'A', 'B', 'D' and 'E'.

@@ -3,9 +3,10 @@
 Parameter names match RepDistiller's ``models/wrn.py`` (``blockN.layer.i``, ``convShortcut``, final BN
 ``bn1``), so its checkpoints load strictly.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .features import FeatureNet
 
 
 class BasicBlock(nn.Module):
@@ -55,7 +56,7 @@ def _batch_norm_without_update(bn, x):
     return bn(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(FeatureNet):
     """Stem conv, three stages of widths 16k/32k/64k (strides 1, 2, 2), BN-ReLU head, ``fc``."""
 
     def __init__(self, depth, widen_factor=1, num_classes=100):
@@ -86,31 +87,20 @@ class WideResNet(nn.Module):
     def get_bn_before_relu(self):
         return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x, is_feat=False, preact=False):
-        out = self.conv1(x)
-        f0 = out
-        out = self.block1(out)
-        f1 = out
-        out = self.block2(out)
-        f2 = out
-        out = self.block3(out)
-        f3 = out
-        f3_pre = self.bn1(out)
-        out = F.relu(f3_pre)  # not in place: f3_pre is a reported feature
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        logits = self.fc(pooled)
-        if not is_feat:
-            return logits
+    def forward_features(self, x, preact=False):
+        f0 = self.conv1(x)
+        f1 = self.block1(f0)
+        f2 = self.block2(f1)
+        f3 = self.block3(f2)
+        f3_pre = self.bn1(f3)
+        pooled_map = F.relu(f3_pre)  # not in place: f3_pre is a reported feature
         if preact:
             # Stage outputs have no ReLU of their own: their "pre-activation" is the BN that the next
             # stage (or the head) puts in front of its ReLU.
             f1_pre = _batch_norm_without_update(self.block2.layer[0].bn1, f1)
             f2_pre = _batch_norm_without_update(self.block3.layer[0].bn1, f2)
-            return [f0, f1_pre, f2_pre, f3_pre, pooled], logits
-        return [f0, f1, f2, f3, pooled], logits
+            return [f0, f1_pre, f2_pre, f3_pre, pooled_map]
+        return [f0, f1, f2, f3, pooled_map]
 
 
 def wrn_16_1(num_classes=100, **kwargs):

@@ -42,7 +42,8 @@ def test_kd_from_the_api_computes_the_published_composition():
 def test_the_api_settles_per_pair_defaults_as_the_command_line_does():
     student, teacher = pair('resnet20', 'resnet56', classes=100)
     method = build_distiller('DKD', student, teacher, model_s='resnet20', model_t='resnet56')
-    args = train_student.parse_args(['--path_t', 't.pth', '--model_t', 'resnet56', '--model_s', 'resnet20', '--distill', 'dkd'])
+    args = train_student.parse_args(['--path_t', 't.pth', '--model_t', 'resnet56', '--model_s', 'resnet20',
+                                     '--distill', 'dkd'])
     assert (method.gamma, method.alpha, method.beta) == (args.gamma, args.alpha, args.beta)
     assert (method.dkd_alpha, method.dkd_beta, method.temperature, method.warmup) == \
         (args.dkd_alpha, args.dkd_beta, args.dkd_T, args.dkd_warmup)

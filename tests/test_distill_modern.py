@@ -8,6 +8,7 @@ import torch
 from scipy.stats import norm, truncnorm
 
 import train_student
+from distiller_zoo.base import probe_networks
 from distiller_zoo import DISTILLERS
 from distiller_zoo.base import kd_loss, run_teacher
 from distiller_zoo.DIST import DIST
@@ -196,8 +197,7 @@ def build_method(name, model_t, model_s, *flags, prepare_teacher=None):
     if prepare_teacher:
         prepare_teacher(teacher)
     student = build_model(model_s, 100, 'cifar100', '--model_s')
-    probe_s, probe_t = train_student.probe(student, teacher, DISTILLERS[name], 'cifar100', torch.device('cpu'),
-                                           torch.contiguous_format)
+    probe_s, probe_t = probe_networks(student, teacher, DISTILLERS[name].preact, 32)
     return DISTILLERS[name](args, student, teacher, probe_s, probe_t, None), student, teacher
 
 

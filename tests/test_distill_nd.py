@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import train_student
+from distiller_zoo.base import probe_networks
 from dataset import build_data
 from dataset.batches import Batch
 from dataset.memory import InMemoryLoader
@@ -49,8 +50,7 @@ def build(name, model_t, model_s, centers_file, *flags, num_classes=100, data=No
     torch.manual_seed(0)
     teacher = model_dict[model_t](num_classes=num_classes).eval()
     student = model_dict[model_s](num_classes=num_classes)
-    probe_s, probe_t = train_student.probe(student, teacher, DISTILLERS[name], 'cifar100', torch.device('cpu'),
-                                           torch.contiguous_format)
+    probe_s, probe_t = probe_networks(student, teacher, DISTILLERS[name].preact, 32)
     return DISTILLERS[name](args, student, teacher, probe_s, probe_t, data), student, teacher
 
 

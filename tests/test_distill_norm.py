@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import train_student
+from distiller_zoo.base import probe_networks, run_network
 from dataset.batches import Batch, DataBundle
 from distiller_zoo import DISTILLERS
 from distiller_zoo.NORM import fold_norm_checkpoint, norm_epoch_weight, norm_logits, norm_loss
@@ -27,8 +28,8 @@ def make(name, model_t, model_s, *extra, num_classes=100, num_train=64, probe_t=
     args = parse('--distill', name, '--model_s', model_s, *extra, model_t=model_t)
     teacher = model_dict[model_t](num_classes=num_classes).eval()
     student = model_dict[model_s](num_classes=num_classes)
-    probe_s, probe_t_real = train_student.probe(student, teacher, DISTILLERS[name], args.dataset,
-                                                torch.device('cpu'), torch.contiguous_format)
+    probe_s, probe_t_real = probe_networks(student, teacher, DISTILLERS[name].preact,
+                                           224 if args.dataset == 'imagenet' else 32)
     data = DataBundle(train=None, val=None, num_classes=num_classes, num_train=num_train, train_labels=None)
     method = DISTILLERS[name](args, student, teacher, probe_s, probe_t or probe_t_real, data)
     return args, student, teacher, method
@@ -120,7 +121,7 @@ def test_feature_transform_shapes_on_real_pairs(model_t, model_s, c_s, c_t, side
     objective = DistillObjective(student, teacher, method).train()
     out = objective.step(batch, epoch=30)
     assert out.logits.shape == (2, 100) and set(out.losses) == {'ce', 'norm'}
-    expanded, _, _ = method._through_ft(student, *student(batch.images, is_feat=True))
+    expanded, _, _ = method._through_ft(student, run_network(student, batch.images, True, False, True))
     assert expanded.shape == (2, 8 * c_t, side, side)
     sum(out.losses.values()).backward()
     assert method.ft.expand[0].weight.grad.abs().sum() > 0
@@ -241,7 +242,7 @@ def one_line_error(build):
 def test_bad_input_is_one_line():
     assert '-s/--co-sponge' in one_line_error(lambda: make('norm', 'resnet20', 'resnet8', '-s', '0', num_classes=10))
     assert 'pass -s 2' in one_line_error(lambda: make('norm', 'resnet32x4', 'resnet8', '-s', '1'))
-    fake_teacher = train_student.run_network(model_dict['resnet20'](num_classes=10).eval(),
+    fake_teacher = run_network(model_dict['resnet20'](num_classes=10).eval(),
                                              torch.randn(2, 3, 32, 32), True, False)
     fake_teacher.feats[-2] = torch.randn(2, 64, 3, 3)  # 3x3 is no multiple of resnet8's 8x8
     assert 'integer multiples' in one_line_error(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import dataset.digits
 import tools.eval
 import train_student
+from distiller_zoo.base import probe_networks, run_network
 import train_teacher
 from dataset import build_data
 from distiller_zoo import DISTILLERS
@@ -138,8 +139,7 @@ def real_pair(name, model_t, model_s, *flags, num_classes=NUM_CLASSES):
     torch.manual_seed(0)
     teacher = model_dict[model_t](num_classes=num_classes).eval()
     student = model_dict[model_s](num_classes=num_classes)
-    probe_s, probe_t = train_student.probe(student, teacher, DISTILLERS[name], 'digits', torch.device('cpu'),
-                                           torch.contiguous_format)
+    probe_s, probe_t = probe_networks(student, teacher, DISTILLERS[name].preact, 32)
     return args, student, teacher, DISTILLERS[name](args, student, teacher, probe_s, probe_t, None)
 
 
@@ -470,8 +470,8 @@ def test_semckd_attention_is_built_for_each_processs_share_of_the_batch(monkeypa
     assert batch.images.shape[0] == 8
     method.eval()
     with torch.no_grad():
-        out_t = train_student.run_network(teacher, batch.images, True, False)
-        out_s = train_student.run_network(student.eval(), batch.images, True, False)
+        out_t = run_network(teacher, batch.images, True, False)
+        out_s = run_network(student.eval(), batch.images, True, False)
         assert torch.isfinite(method.method_loss(out_s, out_t, batch, 1))
     one_line_error(lambda: real_pair('semckd', 'resnet20', 'resnet8', '--batch_size', '6'), match='--batch_size')
 

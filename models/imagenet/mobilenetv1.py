@@ -6,9 +6,10 @@ mdistiller's features are the outputs of model.3, model.5, model.11 and model.13
 channels: the last block at each resolution); f0 adds model.1's output (64 channels, stride 2) in front.
 ``preact`` takes each of them before its final ReLU, as mdistiller's ``preact_feats`` do.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..features import FeatureNet
 
 # (out_channels, stride) of the 13 depthwise-separable blocks that follow the 32-channel stem
 SEPARABLE_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -36,7 +37,7 @@ def depthwise_separable(in_channels, out_channels, stride):
     )
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(FeatureNet):
     def __init__(self, num_classes=1000):
         super().__init__()
         layers = [conv_bn_relu(3, 32, 2)]
@@ -44,10 +45,9 @@ class MobileNetV1(nn.Module):
         for out_channels, stride in SEPARABLE_BLOCKS:
             layers.append(depthwise_separable(in_channels, out_channels, stride))
             in_channels = out_channels
+        # mdistiller pools with AvgPool2d(7) inside ``model``; forward_head's global pooling is the same at
+        # 224x224, has no parameters (so the state dict is unchanged) and also works on smaller inputs
         self.model = nn.Sequential(*layers)
-        # mdistiller pools with AvgPool2d(7) inside ``model``; adaptive pooling is the same at 224x224,
-        # has no parameters (so the state dict is unchanged) and also works on smaller inputs
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
 
     def get_feat_modules(self):
@@ -56,10 +56,7 @@ class MobileNetV1(nn.Module):
     def get_bn_before_relu(self):
         return [self.model[end - 1][-2] for end in STAGE_ENDS[1:]]
 
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         feats, preact_feats = [], []
         start = 0
         for end in STAGE_ENDS:
@@ -69,8 +66,4 @@ class MobileNetV1(nn.Module):
             feats.append(x)
             preact_feats.append(stage_preact)
             start = end
-        pooled = torch.flatten(self.avgpool(x), 1)
-        logits = self.fc(pooled)
-        if not is_feat:
-            return logits
-        return (preact_feats if preact else feats) + [pooled], logits
+        return (preact_feats if preact else feats) + [x]

@@ -6,8 +6,9 @@ Features follow SimKD: the outputs of features 0, 3, 6, 13 and 17 (32, 24, 32, 9
 strides 2 to 32), then the pooled 1280-wide vector. The stage outputs end in a BatchNorm with no ReLU
 after it, so ``preact`` changes nothing.
 """
-import torch
 import torch.nn as nn
+
+from ..features import FeatureNet
 
 # (expansion, out_channels, repeats, stride of the first repeat), as in the MobileNetV2 paper
 BLOCK_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -45,7 +46,9 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_shortcut else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(FeatureNet):
+    head_name = 'classifier'
+
     def __init__(self, num_classes=1000):
         super().__init__()
         layers = [conv_bn_relu6(3, 32, stride=2)]
@@ -57,7 +60,6 @@ class MobileNetV2(nn.Module):
                 in_channels = out_channels
         layers.append(conv_bn_relu6(in_channels, 1280, kernel_size=1))
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
 
         # torchvision's initialisation
@@ -77,19 +79,14 @@ class MobileNetV2(nn.Module):
     def get_classifier(self):
         return self.classifier[1]
 
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         feats = []
         start = 0
         for end in STAGE_ENDS:
             x = self.features[start:end](x)
             feats.append(x)
             start = end
-        x = self.features[start:](x)
-        pooled = torch.flatten(self.avgpool(x), 1)
-        logits = self.classifier(pooled)
-        if not is_feat:
-            return logits
-        return feats + [pooled], logits
+        return feats + [self.features[start:](x)]
 
 
 def MobileNetV2_Imagenet(num_classes=1000, **kwargs):

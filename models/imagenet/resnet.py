@@ -9,9 +9,10 @@ As in mdistiller, each block ends without the ReLU that ends a torchvision block
 its input instead, so every block and stage returns its pre-activation output. The arithmetic and
 the parameters are torchvision's.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..features import FeatureNet
 
 
 def conv3x3(in_channels, out_channels, stride=1):
@@ -83,7 +84,7 @@ def make_stage(block, in_channels, planes, num_blocks, stride):
     return nn.Sequential(*blocks)
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureNet):
     """torchvision's ResNet layout; ``stage_planes`` narrows the four stages (the stem stays 64 wide)."""
 
     def __init__(self, block, blocks_per_stage, num_classes=1000, stage_planes=(64, 128, 256, 512)):
@@ -97,7 +98,6 @@ class ResNet(nn.Module):
             stages.append(make_stage(block, in_channels, planes, num_blocks, stride=1 if index == 0 else 2))
             in_channels = planes * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
 
         # torchvision's initialisation; BatchNorm and Linear keep PyTorch's defaults, as there
@@ -114,22 +114,17 @@ class ResNet(nn.Module):
     def get_bn_before_relu(self):
         return [stage[-1].last_bn for stage in self.stages()]
 
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         # ReLU and max-pool commute exactly, so pooling first gives f0 before its ReLU; layer1 applies it
         x = self.maxpool(self.bn1(self.conv1(x)))
         preact_feats = [x]
         for stage in self.stages():
             x = stage(x)
             preact_feats.append(x)
-        pooled = torch.flatten(self.avgpool(F.relu(x)), 1)
-        logits = self.fc(pooled)
-        if not is_feat:
-            return logits
-        feats = preact_feats if preact else [F.relu(f) for f in preact_feats]
-        return feats + [pooled], logits
+        pooled_map = F.relu(x)
+        if preact:
+            return preact_feats + [pooled_map]
+        return [F.relu(f) for f in preact_feats[:-1]] + [pooled_map, pooled_map]
 
 
 def ResNet18(num_classes=1000, **kwargs):

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from helper.errors import KDZooError
+from ..features import FeatureNet
 
 STAGE_REPEATS = (4, 8, 4)
 STAGE_CHANNELS = (116, 232, 464)
@@ -57,7 +58,7 @@ class InvertedResidual(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(FeatureNet):
     def __init__(self, num_classes=1000):
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
@@ -81,19 +82,12 @@ class ShuffleNetV2(nn.Module):
                          "stage output bypasses it), so it cannot be the OFD teacher; choose a ResNet or "
                          "MobileNet teacher")
 
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x, is_feat=False, preact=False):
+    def forward_features(self, x, preact=False):
         f0 = self.maxpool(self.conv1(x))
         f1 = self.stage2(f0)
         f2 = self.stage3(f1)
         f3 = self.conv5(self.stage4(f2))
-        pooled = f3.mean((2, 3))
-        logits = self.fc(pooled)
-        if not is_feat:
-            return logits
-        return [f0, f1, f2, f3, pooled], logits
+        return [f0, f1, f2, f3, f3]
 
 
 def ShuffleV2_Imagenet(num_classes=1000, **kwargs):
