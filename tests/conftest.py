@@ -38,7 +38,7 @@ def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
         labels = (np.arange(n) % 100).tolist()
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         entry = {b'filenames': [f'img{i}.png'.encode() for i in range(n)], b'batch_label': name.encode(),
-                 b'fine_labels': labels, b'coarse_labels': [l // 5 for l in labels], b'data': data}
+                 b'fine_labels': labels, b'coarse_labels': [label // 5 for label in labels], b'data': data}
         with open(os.path.join(folder, name), 'wb') as f:
             pickle.dump(entry, f)
     with open(os.path.join(folder, 'meta'), 'wb') as f:
