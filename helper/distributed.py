@@ -22,10 +22,12 @@ The spawning process watches them: a worker that exits abnormally, stops beating
 workers get SIGTERM, then SIGKILL, and one line names the rank. A step can take long (the waits are
 what count), as long as the ranks stay in step. The training-step collectives run in a process group
 with a short timeout, and a worker that waits in one for more than ``WAIT_TIMEOUT_S`` gives up by
-itself, so under torchrun (which ends the job when one worker fails) a hang ends the job too.
+itself, so under torchrun (which ends the job when one worker fails) a hang ends the job too. Both times
+can be set from the environment (``timeouts``).
 """
 import contextlib
 import datetime
+import math
 import os
 import signal
 import socket
@@ -43,12 +45,34 @@ from .errors import KDZooError
 
 HANG_TIMEOUT_S = 40      # the spawning process ends the job when a worker's heartbeat is this old
 WAIT_TIMEOUT_S = 50      # a worker waiting this long in a training-step collective gives up itself
-# The step group's own timeout, a backstop for waits the heartbeat does not see (NCCL's asynchronous ops).
-STEP_TIMEOUT = datetime.timedelta(seconds=55)
+# The step group's own timeout is the wait timeout plus this: a backstop for waits the heartbeat does not
+# see (NCCL's asynchronous ops).
+STEP_TIMEOUT_MARGIN_S = 5
 # Joining (nodes may be started minutes apart) and waiting for rank 0's checkpoints may legitimately take long.
 PATIENT_TIMEOUT = datetime.timedelta(minutes=30)
 KILL_GRACE_S = 5         # SIGTERM, then SIGKILL after this long
 EXIT_USER_ERROR, EXIT_FAILED, EXIT_GAVE_UP, EXIT_INTERRUPTED = 2, 1, 3, 130
+
+
+def _env_seconds(name, default):
+    text = os.environ.get(name, '').strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # also refuses nan
+        raise KDZooError(f"{name}={text} must be a positive number of seconds (default {default})")
+    return value
+
+
+def timeouts():
+    """(hang, wait) in seconds: HANG_TIMEOUT_S and WAIT_TIMEOUT_S unless KDZOO_HANG_TIMEOUT or
+    KDZOO_WAIT_TIMEOUT say otherwise. The tests set them small, so that a hung rank is seen in seconds; a
+    machine whose ranks legitimately fall that far out of step can set them longer. Read where they are
+    used, so that spawned workers and torchrun's processes see the launching environment's values."""
+    return _env_seconds('KDZOO_HANG_TIMEOUT', HANG_TIMEOUT_S), _env_seconds('KDZOO_WAIT_TIMEOUT', WAIT_TIMEOUT_S)
 
 
 class JobFailedError(KDZooError):
@@ -90,13 +114,14 @@ def current():
 class Heartbeat:
     """Two doubles, shared with the spawning process when there is one: the last beat of a ticker thread
     (every second while the process runs at all; a frozen process stops it) and the time a training-step
-    collective began waiting for the other ranks (0 when not waiting). A rank that waits longer than
-    WAIT_TIMEOUT_S gives up by itself; the spawning process acts earlier (``_watch``)."""
+    collective began waiting for the other ranks (0 when not waiting). A rank that waits longer than the
+    wait timeout gives up by itself; the spawning process acts earlier (``_watch``)."""
     LAST, WAITING = 0, 1
 
     def __init__(self, slot, rank):
         self.slot = slot
         self.rank = rank
+        self.wait_timeout = timeouts()[1]
         self.slot[self.LAST] = time.time()
         self.slot[self.WAITING] = 0.0
         threading.Thread(target=self._tick, name='kdzoo-heartbeat', daemon=True).start()
@@ -106,8 +131,8 @@ class Heartbeat:
             now = time.time()
             self.slot[self.LAST] = now
             waiting = self.slot[self.WAITING]
-            if waiting and now - waiting > WAIT_TIMEOUT_S:
-                print(f"error: rank {self.rank} waited {WAIT_TIMEOUT_S} s for the other ranks in a collective: "
+            if waiting and now - waiting > self.wait_timeout:
+                print(f"error: rank {self.rank} waited {self.wait_timeout:g} s for the other ranks in a collective: "
                       f"another rank died or hung; stopping", file=sys.stderr, flush=True)
                 os._exit(EXIT_GAVE_UP)
             time.sleep(1.0)
@@ -474,6 +499,7 @@ def launch(args, train):
     plan = make_plan(args)
     if plan.mode == 'single':
         return train(args)
+    timeouts()  # a bad KDZOO_*_TIMEOUT value is one line here, before any process starts
     print(f"distributed: {plan.world_size} processes in all ({plan.backend}); this invocation runs rank(s) "
           f"{plan.first_rank}..{plan.first_rank + plan.nproc - 1} on {', '.join(plan.devices)}; global batch "
           f"{args.batch_size}", flush=True)
@@ -504,7 +530,8 @@ def _init(rank, world_size, local_rank, local_size, url, backend, device):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
     try:
         dist.init_process_group(backend, init_method=url, rank=rank, world_size=world_size, timeout=PATIENT_TIMEOUT)
-        step_group = dist.new_group(backend=backend, timeout=STEP_TIMEOUT)
+        step_timeout = datetime.timedelta(seconds=timeouts()[1] + STEP_TIMEOUT_MARGIN_S)
+        step_group = dist.new_group(backend=backend, timeout=step_timeout)
     except (RuntimeError, ValueError, OSError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise KDZooError(f"rank {rank} could not join the process group at {url} ({reason}); check --dist-url "
@@ -635,8 +662,13 @@ def _describe_exit(rank, process):
 def _watch(processes, slots, plan, collect):
     """Wait for the workers; None when all finished well, else a sentence saying which rank broke how:
     the first to exit abnormally, else one frozen (its heartbeat thread stopped), else, once some rank has
-    waited HANG_TIMEOUT_S in a training-step collective, a live rank that is not waiting (it hangs
+    waited the hang timeout in a training-step collective, a live rank that is not waiting (it hangs
     somewhere else)."""
+    hang = timeouts()[0]
+    # Starting (importing torch and the script) is not hanging: until its first beat a worker has the default
+    # allowance at least, also when the hang timeout is set shorter.
+    start_limit = max(hang, HANG_TIMEOUT_S)
+    unstarted = [slot[Heartbeat.LAST] for slot in slots]  # what _spawn wrote; the first beat replaces it
     gave_up_since = None
     while True:
         time.sleep(0.5)
@@ -647,8 +679,9 @@ def _watch(processes, slots, plan, collect):
         rank = lambda i: plan.first_rank + i  # noqa: E731
         failed = [i for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
         alive = [i for i, p in enumerate(processes) if p.exitcode is None]
-        frozen = [i for i in alive if now - slots[i][Heartbeat.LAST] > HANG_TIMEOUT_S]
-        waited = [i for i in alive if slots[i][Heartbeat.WAITING] and now - slots[i][Heartbeat.WAITING] > HANG_TIMEOUT_S]
+        limit = [hang if slots[i][Heartbeat.LAST] != unstarted[i] else start_limit for i in range(len(slots))]
+        frozen = [i for i in alive if now - slots[i][Heartbeat.LAST] > limit[i]]
+        waited = [i for i in alive if slots[i][Heartbeat.WAITING] and now - slots[i][Heartbeat.WAITING] > hang]
         culprits = [i for i in failed if processes[i].exitcode != EXIT_GAVE_UP]
         # The cause first: a rank killed by a signal, then one with an error, then one that failed.
         culprits.sort(key=lambda i: (processes[i].exitcode >= 0, processes[i].exitcode != EXIT_USER_ERROR))
@@ -663,15 +696,15 @@ def _watch(processes, slots, plan, collect):
             return f"{_describe_exit(rank(i), processes[i])}; the job was stopped"
         if frozen:
             i = frozen[0]
-            return (f"rank {rank(i)} (pid {processes[i].pid}) stopped responding for {HANG_TIMEOUT_S} s (hung); "
+            return (f"rank {rank(i)} (pid {processes[i].pid}) stopped responding for {limit[i]:g} s (hung); "
                     f"the job was stopped")
         if waited or failed:
             stuck = [i for i in alive if not slots[i][Heartbeat.WAITING]]
             if stuck:
                 i = stuck[0]
                 return (f"rank {rank(i)} (pid {processes[i].pid}) made no progress (hung): the others waited "
-                        f"{HANG_TIMEOUT_S} s for it in a collective; the job was stopped")
-            return (f"ranks {rank(0)}..{rank(len(processes) - 1)} waited {HANG_TIMEOUT_S} s in a collective for a "
+                        f"{hang:g} s for it in a collective; the job was stopped")
+            return (f"ranks {rank(0)}..{rank(len(processes) - 1)} waited {hang:g} s in a collective for a "
                     f"rank of another node, which died or hung; the job was stopped")
 
 
