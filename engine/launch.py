@@ -33,10 +33,9 @@ import torch
 import torch.distributed as dist
 
 from helper import distributed
-from helper.distributed import EXIT_GAVE_UP, Heartbeat, barrier_patient
+from helper.distributed import EXIT_GAVE_UP, Heartbeat, barrier_patient, timeouts
 from helper.errors import KDZooError
 
-HANG_TIMEOUT_S = 40      # the spawning process ends the job when a worker's heartbeat is this old
 KILL_GRACE_S = 5         # SIGTERM, then SIGKILL after this long
 EXIT_USER_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -172,6 +171,7 @@ def launch(args, train):
     plan = make_plan(args)
     if plan.mode == 'single':
         return train(args)
+    timeouts()  # a bad KDZOO_*_TIMEOUT value is one line here, before any process starts
     print(f"distributed: {plan.world_size} processes in all ({plan.backend}); this invocation runs rank(s) "
           f"{plan.first_rank}..{plan.first_rank + plan.nproc - 1} on {', '.join(plan.devices)}; global batch "
           f"{args.batch_size}", flush=True)
@@ -207,7 +207,8 @@ def _worker(local_rank, args, train, plan, slots, channels):
     rank = plan.first_rank + local_rank
     distributed.start_heartbeat(slots[local_rank], rank)
     try:
-        distributed.join(rank, plan.world_size, local_rank, plan.nproc, args.dist_url, plan.backend, plan.devices[local_rank])
+        distributed.join(rank, plan.world_size, local_rank, plan.nproc, args.dist_url, plan.backend,
+                         plan.devices[local_rank])
         result = train(args)
         barrier_patient()
         if rank == plan.first_rank:
@@ -309,8 +310,13 @@ def _describe_exit(rank, process):
 def _watch(processes, slots, plan, collect):
     """Wait for the workers; None when all finished well, else a sentence saying which rank broke how:
     the first to exit abnormally, else one frozen (its heartbeat thread stopped), else, once some rank has
-    waited HANG_TIMEOUT_S in a training-step collective, a live rank that is not waiting (it hangs
+    waited the hang timeout in a training-step collective, a live rank that is not waiting (it hangs
     somewhere else)."""
+    hang = timeouts()[0]
+    # Starting (importing torch and the script) is not hanging: until its first beat a worker has the default
+    # allowance at least, also when the hang timeout is set shorter.
+    start_limit = max(hang, distributed.HANG_TIMEOUT_S)
+    unstarted = [slot[Heartbeat.LAST] for slot in slots]  # what _spawn wrote; the first beat replaces it
     gave_up_since = None
     while True:
         time.sleep(0.5)
@@ -321,8 +327,9 @@ def _watch(processes, slots, plan, collect):
         rank = lambda i: plan.first_rank + i  # noqa: E731
         failed = [i for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
         alive = [i for i, p in enumerate(processes) if p.exitcode is None]
-        frozen = [i for i in alive if now - slots[i][Heartbeat.LAST] > HANG_TIMEOUT_S]
-        waited = [i for i in alive if slots[i][Heartbeat.WAITING] and now - slots[i][Heartbeat.WAITING] > HANG_TIMEOUT_S]
+        limit = [hang if slots[i][Heartbeat.LAST] != unstarted[i] else start_limit for i in range(len(slots))]
+        frozen = [i for i in alive if now - slots[i][Heartbeat.LAST] > limit[i]]
+        waited = [i for i in alive if slots[i][Heartbeat.WAITING] and now - slots[i][Heartbeat.WAITING] > hang]
         culprits = [i for i in failed if processes[i].exitcode != EXIT_GAVE_UP]
         # The cause first: a rank killed by a signal, then one with an error, then one that failed.
         culprits.sort(key=lambda i: (processes[i].exitcode >= 0, processes[i].exitcode != EXIT_USER_ERROR))
@@ -337,15 +344,15 @@ def _watch(processes, slots, plan, collect):
             return f"{_describe_exit(rank(i), processes[i])}; the job was stopped"
         if frozen:
             i = frozen[0]
-            return (f"rank {rank(i)} (pid {processes[i].pid}) stopped responding for {HANG_TIMEOUT_S} s (hung); "
+            return (f"rank {rank(i)} (pid {processes[i].pid}) stopped responding for {limit[i]:g} s (hung); "
                     f"the job was stopped")
         if waited or failed:
             stuck = [i for i in alive if not slots[i][Heartbeat.WAITING]]
             if stuck:
                 i = stuck[0]
                 return (f"rank {rank(i)} (pid {processes[i].pid}) made no progress (hung): the others waited "
-                        f"{HANG_TIMEOUT_S} s for it in a collective; the job was stopped")
-            return (f"ranks {rank(0)}..{rank(len(processes) - 1)} waited {HANG_TIMEOUT_S} s in a collective for a "
+                        f"{hang:g} s for it in a collective; the job was stopped")
+            return (f"ranks {rank(0)}..{rank(len(processes) - 1)} waited {hang:g} s in a collective for a "
                     f"rank of another node, which died or hung; the job was stopped")
 
 

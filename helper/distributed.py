@@ -10,10 +10,12 @@ Every worker keeps a heartbeat in shared memory: a thread beats every second (a 
 beating), and the collectives of a training step record when they began waiting, which the spawning
 process watches. The training-step collectives run in a process group with a short timeout, and a worker
 that waits in one for more than ``WAIT_TIMEOUT_S`` gives up by itself, so under torchrun (which ends the
-job when one worker fails) a hang ends the job too.
+job when one worker fails) a hang ends the job too. Both times can be set from the environment
+(``timeouts``).
 """
 import contextlib
 import datetime
+import math
 import os
 import sys
 import threading
@@ -25,13 +27,37 @@ import torch.distributed as dist
 
 from .errors import KDZooError
 
+HANG_TIMEOUT_S = 40      # the spawning process ends the job when a worker's heartbeat is this old
 WAIT_TIMEOUT_S = 50      # a worker waiting this long in a training-step collective gives up itself
-# The step group's own timeout, a backstop for waits the heartbeat does not see (NCCL's asynchronous ops).
-STEP_TIMEOUT = datetime.timedelta(seconds=55)
+# The step group's own timeout is the wait timeout plus this: a backstop for waits the heartbeat does not
+# see (NCCL's asynchronous ops).
+STEP_TIMEOUT_MARGIN_S = 5
 # Joining (nodes may be started minutes apart) and waiting for rank 0's checkpoints may legitimately take long.
 PATIENT_TIMEOUT = datetime.timedelta(minutes=30)
 EXIT_GAVE_UP = 3         # exit status of a worker that gave up waiting for the others
 
+
+
+
+def _env_seconds(name, default):
+    text = os.environ.get(name, '').strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # also refuses nan
+        raise KDZooError(f"{name}={text} must be a positive number of seconds (default {default})")
+    return value
+
+
+def timeouts():
+    """(hang, wait) in seconds: HANG_TIMEOUT_S and WAIT_TIMEOUT_S unless KDZOO_HANG_TIMEOUT or
+    KDZOO_WAIT_TIMEOUT say otherwise. The tests set them small, so that a hung rank is seen in seconds; a
+    machine whose ranks legitimately fall that far out of step can set them longer. Read where they are
+    used, so that spawned workers and torchrun's processes see the launching environment's values."""
+    return _env_seconds('KDZOO_HANG_TIMEOUT', HANG_TIMEOUT_S), _env_seconds('KDZOO_WAIT_TIMEOUT', WAIT_TIMEOUT_S)
 
 
 # ---- the process's place in the job -------------------------------------------------------------
@@ -68,13 +94,14 @@ def current():
 class Heartbeat:
     """Two doubles, shared with the spawning process when there is one: the last beat of a ticker thread
     (every second while the process runs at all; a frozen process stops it) and the time a training-step
-    collective began waiting for the other ranks (0 when not waiting). A rank that waits longer than
-    WAIT_TIMEOUT_S gives up by itself; the spawning process acts earlier (``_watch``)."""
+    collective began waiting for the other ranks (0 when not waiting). A rank that waits longer than the
+    wait timeout gives up by itself; the spawning process acts earlier (engine/launch.py's ``_watch``)."""
     LAST, WAITING = 0, 1
 
     def __init__(self, slot, rank):
         self.slot = slot
         self.rank = rank
+        self.wait_timeout = timeouts()[1]
         self.slot[self.LAST] = time.time()
         self.slot[self.WAITING] = 0.0
         threading.Thread(target=self._tick, name='kdzoo-heartbeat', daemon=True).start()
@@ -84,8 +111,8 @@ class Heartbeat:
             now = time.time()
             self.slot[self.LAST] = now
             waiting = self.slot[self.WAITING]
-            if waiting and now - waiting > WAIT_TIMEOUT_S:
-                print(f"error: rank {self.rank} waited {WAIT_TIMEOUT_S} s for the other ranks in a collective: "
+            if waiting and now - waiting > self.wait_timeout:
+                print(f"error: rank {self.rank} waited {self.wait_timeout:g} s for the other ranks in a collective: "
                       f"another rank died or hung; stopping", file=sys.stderr, flush=True)
                 os._exit(EXIT_GAVE_UP)
             time.sleep(1.0)
@@ -246,7 +273,8 @@ def join(rank, world_size, local_rank, local_size, url, backend, device):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
     try:
         dist.init_process_group(backend, init_method=url, rank=rank, world_size=world_size, timeout=PATIENT_TIMEOUT)
-        step_group = dist.new_group(backend=backend, timeout=STEP_TIMEOUT)
+        step_timeout = datetime.timedelta(seconds=timeouts()[1] + STEP_TIMEOUT_MARGIN_S)
+        step_group = dist.new_group(backend=backend, timeout=step_timeout)
     except (RuntimeError, ValueError, OSError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise KDZooError(f"rank {rank} could not join the process group at {url} ({reason}); check --dist-url "

@@ -1,4 +1,5 @@
-"""Shared test fixtures: fake data sets on disk and helpers to run the command-line scripts."""
+"""Shared test fixtures: the digits data and a digits teacher made once per session, fake data sets on disk,
+and helpers to run the command-line scripts."""
 import os
 import pickle
 import subprocess
@@ -17,6 +18,36 @@ torch.set_num_threads(1)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+import dataset.digits  # noqa: E402
+
+
+@pytest.fixture(scope='session', autouse=True)
+def digits_once():
+    """Read and enlarge scikit-learn's digits once per session, not at every build_data('digits') (a fifth
+    of a second each, a few hundred times in the suite): dataset.digits.digits_split serves copies of the
+    one split, so a test that changes its tensors changes nothing for the next. Yields that split."""
+    split = dataset.digits.digits_split()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dataset.digits, 'digits_split', lambda: tuple(t.clone() for t in split))
+        yield split
+
+
+@pytest.fixture(scope='session')
+def digits_teacher(tmp_path_factory, digits_once):
+    """A resnet8 teacher trained once per session through train_teacher.main: one epoch on the whole digits
+    data, --deterministic, default flags otherwise. Returns the save root that holds
+    teachers/models/resnet8_vanilla_digits_trial_0/ (resnet8_best.pth, resnet8_last.pth, metrics.json).
+    Shared by every module that asks for it: copy it (shutil.copytree) before running anything that may
+    write beside it."""
+    import train_teacher
+    root = tmp_path_factory.mktemp('digits_teacher')
+    with pytest.MonkeyPatch.context() as patch:
+        # the whole data set, also when the first module to ask has shrunk it for its own runs
+        patch.setattr(dataset.digits, 'digits_split', lambda: tuple(t.clone() for t in digits_once))
+        train_teacher.main(['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--deterministic',
+                            '--save_root', str(root)])
+    return root
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -38,7 +69,7 @@ def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
         labels = (np.arange(n) % 100).tolist()
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         entry = {b'filenames': [f'img{i}.png'.encode() for i in range(n)], b'batch_label': name.encode(),
-                 b'fine_labels': labels, b'coarse_labels': [l // 5 for l in labels], b'data': data}
+                 b'fine_labels': labels, b'coarse_labels': [label // 5 for label in labels], b'data': data}
         with open(os.path.join(folder, name), 'wb') as f:
             pickle.dump(entry, f)
     with open(os.path.join(folder, 'meta'), 'wb') as f:

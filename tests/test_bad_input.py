@@ -2,10 +2,9 @@
 and nothing under save/ changed."""
 import hashlib
 import os
+import shutil
 
 import pytest
-
-import train_teacher
 
 from conftest import run_script
 
@@ -21,11 +20,10 @@ def snapshot(root):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """One finished 1-epoch digits teacher to point bad commands at."""
+def trained(tmp_path_factory, digits_teacher):
+    """One finished 1-epoch digits teacher to point bad commands at (a copy of the session's)."""
     root = tmp_path_factory.mktemp('trained')
-    train_teacher.main(['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                        '--save_root', str(root / 'save')])
+    shutil.copytree(digits_teacher, root / 'save')
     folder = root / 'save' / 'teachers' / 'models' / 'resnet8_vanilla_digits_trial_0'
     corrupt = root / 'corrupt.pth'
     corrupt.write_bytes(open(folder / 'resnet8_best.pth', 'rb').read()[:5000])  # truncated
@@ -58,6 +56,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_train_teacher_bad_input(case, trained):
     root, folder, corrupt = trained
@@ -72,6 +71,7 @@ def test_train_teacher_bad_input(case, trained):
     assert snapshot(root) == before
 
 
+@pytest.mark.slow
 def test_unwritable_save_folder(tmp_path):
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
@@ -81,6 +81,7 @@ def test_unwritable_save_folder(tmp_path):
     assert "cannot write to" in result.stderr and '--save_root' in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_cifar_offline_names_the_folder(tmp_path):
     result = run_script('train_teacher.py', '--model', 'resnet8', '--epochs', '1', '--data_folder',
                         tmp_path / 'nodata', '--save_root', tmp_path / 'save', cwd=tmp_path)

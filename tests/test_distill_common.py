@@ -75,6 +75,7 @@ def test_training_steps_lower_the_loss_and_leave_the_teacher_alone(name, teacher
         assert torch.equal(value, teacher_before[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', METHODS)
 def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_path):
     state = train_student.main(student_argv(name, teacher_path, tmp_path, '--epochs', '1'))
@@ -89,6 +90,7 @@ def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_pat
     assert metrics['args']['teacher_top1'] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['kd', 'crd', 'factor'])
 def test_interrupted_student_run_resumes_exactly(name, teacher_path, tmp_path, monkeypatch):
     from engine.loop import Trainer
@@ -117,6 +119,7 @@ def test_interrupted_student_run_resumes_exactly(name, teacher_path, tmp_path, m
         assert torch.equal(a['kdzoo']['objective'][key], b['kdzoo']['objective'][key]), key
 
 
+@pytest.mark.slow
 def test_cli_run_on_fake_cifar(teacher_path, tmp_path, fake_cifar):
     cifar_teacher = tmp_path / 'save' / 'teachers' / 'models' / 'resnet8_vanilla'
     result = run_script('train_teacher.py', '--model', 'resnet8', '--epochs', '1', '--data_folder', fake_cifar,

@@ -337,6 +337,7 @@ def test_two_operations_apply_in_order():
     assert not torch.equal(first, reverse)  # black corners of the rotation are solarized to white
 
 
+@pytest.mark.slow
 def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
     """The strong view replays per (seed, epoch): a run cut after epoch 1 and resumed ends bit for bit where an
     uninterrupted one does (on the first 384 training and 64 test digits, to keep it quick)."""

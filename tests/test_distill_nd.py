@@ -395,6 +395,7 @@ def finish(process):
     return stdout
 
 
+@pytest.mark.slow
 def test_cli_one_epoch_of_each_nd_method_on_fake_cifar(tmp_path):
     data = write_fake_cifar100(str(tmp_path / 'data'), n_train=100, n_test=50)  # every class once
     path_t = save_teacher(tmp_path / 'save', 'wrn_16_2', 100)  # 128-d teacher, 64-d resnet8 student: EmbTrans
@@ -430,6 +431,7 @@ def test_cli_one_epoch_of_each_nd_method_on_fake_cifar(tmp_path):
         assert set(last['model']) == set(model_dict['resnet8'](num_classes=100).state_dict())  # the plain student
 
 
+@pytest.mark.slow
 def test_nd_table_script_spells_out_the_defaults():
     result = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'run_nd_table.sh')],
                             env=dict(os.environ, DRY_RUN='1', TRIALS='0'), capture_output=True, text=True, timeout=60)

@@ -169,6 +169,7 @@ def test_folded_student_predicts_what_student_with_ft_does(model_t, model_s, fla
         assert torch.equal(again[key], value), key
 
 
+@pytest.mark.slow
 def test_one_epoch_run_deploys_a_plain_student_that_eval_reads(tmp_path):
     import tools.eval
     teacher_dir = tmp_path / 'resnet20_vanilla'

@@ -444,7 +444,8 @@ def test_semckd_on_a_real_pair_reads_the_stage_maps_and_trains_everything():
     assert parse('--distill', 'semckd').beta == 400.0
     attention = method.attention
     assert (attention.feat_dim, attention.s_len, attention.t_len) == (8, 3, 3)  # feats[1:-1]: 3 stages each
-    assert attention.regressor02.regressor[0].in_channels == 16 and attention.regressor02.regressor[-1].out_channels == 64
+    regressor = attention.regressor02.regressor
+    assert regressor[0].in_channels == 16 and regressor[-1].out_channels == 64
     objective = DistillObjective(student, teacher, method).train()
     out = objective.step(random_batch(8), epoch=1)
     assert set(out.losses) == {'ce', 'kd', 'semckd'} and torch.isfinite(out.losses['semckd'])

@@ -277,7 +277,7 @@ def test_ft_init_learning_rate():
 def test_fsp_builds_for_pairs_of_equal_widths(name_s, name_t):
     method, student, teacher, probe_s, probe_t = build_method(FSPDistiller, name_s, name_t)
     losses = method.criterion(probe_s.feats[:-1], probe_t.feats[:-1])
-    assert len(losses) == 3 and all(torch.isfinite(l) and l > 0 for l in losses)
+    assert len(losses) == 3 and all(torch.isfinite(loss) and loss > 0 for loss in losses)
     assert method.default_weights == (1.0, 0.0, 50.0) and method.trainable_modules() == []
 
 

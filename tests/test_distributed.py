@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -106,6 +107,7 @@ def teacher(data, tmp_path_factory):
     return root / 'save', folder / 'resnet8_best.pth'
 
 
+@pytest.mark.slow
 def test_teacher_two_processes_and_a_resume_under_torchrun_equal_one_process(teacher, data, tmp_path):
     """Epoch 1 by --multiprocessing-distributed, epoch 2 by a --resume under torchrun (env://): the
     weights, BN statistics and the training/validation numbers match the one-process run."""
@@ -124,6 +126,7 @@ def test_teacher_two_processes_and_a_resume_under_torchrun_equal_one_process(tea
     assert metrics['status'] == 'finished' and metrics['epochs_done'] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['kd', 'crd'])
 def test_student_two_processes_equal_one_process(method, teacher, data, tmp_path):
     """KD, and CRD, whose memory banks and normalisation constants must also agree (gathered updates)."""
@@ -139,6 +142,7 @@ def test_student_two_processes_equal_one_process(method, teacher, data, tmp_path
     assert ddp.stdout.count('epoch 1/1') == 1
 
 
+@pytest.mark.slow
 def test_online_mcl_two_processes_follow_one_process(data, tmp_path):
     """L-MCL with its meta step, end to end: the same losses, and weights within float32's reach. The
     gradients of this deep two-peer network are ill-conditioned in float32 on random images: the same
@@ -193,6 +197,7 @@ def _online_step_gradients(rank, port, queue):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_online_step_is_exact_across_two_processes_in_float64():
     """CrossRankBatchNorm, the gathered contrastive losses (with their gradients) and the weighted gradient
     average give one process's gradients to float64 rounding."""
@@ -250,7 +255,10 @@ def start_long_job(data, tmp_path):
     """A two-process teacher run long enough to be interrupted; returns it once both ranks train."""
     argv = [sys.executable, os.path.join(REPO, 'train_teacher.py'), '--model', 'resnet8', *TINY,
             '--data_folder', str(data), '--epochs', '200', '--save_root', str(tmp_path / 'save'), *two_processes()]
-    job = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # A heartbeat 10 s old means hung (40 s by default): a tiny step beats every second, and the hung case
+    # ends in seconds instead of sitting out the default.
+    job = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(ENV, KDZOO_HANG_TIMEOUT='10'))
     deadline = time.time() + 120
     while not (tmp_path / 'save' / 'teachers' / 'models' / 'resnet8_vanilla' / 'metrics.json').exists():
         assert job.poll() is None and time.time() < deadline, job.communicate()
@@ -260,6 +268,7 @@ def start_long_job(data, tmp_path):
     return job, workers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['killed', 'hung'])
 def test_a_rank_that_dies_or_hangs_ends_the_job_within_60_s(how, data, tmp_path):
     """SIGKILL (dies) or SIGSTOP (hangs: alive, no progress) rank 1: the job ends within 60 s with one
@@ -287,6 +296,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_within_60_s(how, data, tmp_path)
     assert [pid for pid in everything if alive(pid)] == []
 
 
+@pytest.mark.slow
 def test_a_dist_url_that_cannot_be_bound_is_one_line(data, tmp_path):
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
@@ -346,6 +356,7 @@ def test_bad_distributed_flags_are_one_clear_error(monkeypatch, gpus, overrides,
         launch.make_plan(flags(**overrides))
 
 
+@pytest.mark.slow
 def test_dali_gpu_without_a_gpu_is_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip('a GPU is present')
@@ -355,6 +366,41 @@ def test_dali_gpu_without_a_gpu_is_one_line(tmp_path):
     line, = result.stderr.strip().splitlines()
     # Without the package the line names the wheel; with it, the missing GPU.
     assert ('--dali gpu decodes on a GPU' in line) or ('pip install nvidia-dali-cuda' in line), line
+
+
+def test_timeouts_default_or_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv('KDZOO_HANG_TIMEOUT', raising=False)
+    monkeypatch.delenv('KDZOO_WAIT_TIMEOUT', raising=False)
+    assert distributed.timeouts() == (40, 50)
+    monkeypatch.setenv('KDZOO_HANG_TIMEOUT', '2.5')
+    monkeypatch.setenv('KDZOO_WAIT_TIMEOUT', '7')
+    assert distributed.timeouts() == (2.5, 7)
+    for bad in ('0', '-1', 'soon', 'nan', 'inf'):
+        monkeypatch.setenv('KDZOO_HANG_TIMEOUT', bad)
+        with pytest.raises(KDZooError, match=f'KDZOO_HANG_TIMEOUT={bad} must be a positive number of seconds'):
+            distributed.timeouts()
+    # launch checks them before any process starts
+    with pytest.raises(KDZooError, match='KDZOO_HANG_TIMEOUT=inf'):
+        launch.launch(flags(multiprocessing_distributed=True, nproc_per_node=2), lambda args: None)
+
+
+def test_a_short_hang_timeout_judges_a_worker_once_it_beats(monkeypatch):
+    """The watcher on two stand-in workers that never exit: one beats once, then freezes, and is named after
+    the short hang timeout; one that never beat (still starting) keeps the default allowance."""
+    class Worker:  # what _watch reads of a spawned process
+        exitcode, pid = None, 4242
+    monkeypatch.setenv('KDZOO_HANG_TIMEOUT', '0.5')
+    monkeypatch.setattr(distributed, 'HANG_TIMEOUT_S', 2)  # the default allowance, shortened for the test
+    plan = launch.make_plan(flags(multiprocessing_distributed=True, nproc_per_node=2))
+    started = time.time()
+    slots = [[started, 0.0], [started, 0.0]]
+    threading.Timer(0.2, lambda: slots[1].__setitem__(0, time.time())).start()  # rank 1's one beat
+    failure = launch._watch([Worker(), Worker()], slots, plan, lambda: None)
+    assert failure.startswith('rank 1 (pid 4242) stopped responding for 0.5 s (hung)')  # before rank 0's 2 s
+    slots = [[time.time(), 0.0], [time.time(), 0.0]]
+    assert launch._watch([Worker(), Worker()], slots, plan, lambda: None).startswith(
+        'rank 0 (pid 4242) stopped responding for 2 s (hung)')
+    assert time.time() - started > 2
 
 
 def test_cross_rank_batchnorm_without_a_job_is_plain_batchnorm():

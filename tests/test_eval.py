@@ -2,9 +2,12 @@
 import json
 import os
 
+import pytest
 import torch
 
 from conftest import run_script
+
+pytestmark = pytest.mark.slow  # every test here runs a script's command line
 
 
 def test_cifar_teacher_cli_then_eval_agree(tmp_path, fake_cifar):

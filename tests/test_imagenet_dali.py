@@ -97,6 +97,7 @@ def test_gpu_mode_without_gpu_is_one_clear_error(folder):
         bundle(folder, mode='gpu')
 
 
+@pytest.mark.slow
 @needs_dali
 def test_train_teacher_reads_imagenet_folders_with_dali_cpu_in_two_processes(folder, tmp_path):
     """The SimKD repo's ImageNet command shape on the tiny folder: --dali cpu, two gloo processes."""

@@ -244,6 +244,7 @@ def small_cifar(tmp_path_factory):
     return write_fake_cifar100(str(tmp_path_factory.mktemp('data')), n_train=16, n_test=20)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,meta,peers', [
     ('lmcl_resnet32_cifar', True, ['resnet32', 'resnet32']),
     ('lmcl_res32_res110_cifar', False, ['resnet32', 'resnet110_bottleneck']),
@@ -307,6 +308,7 @@ def test_bad_input_is_one_clear_error(tmp_path, argv, message):
     assert not os.path.exists(tmp_path / 'online')
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_command_line_is_one_line(tmp_path):
     result = run_script('train_online_mcl.py', '--arch', 'lmcl_resnet32', '--save_root', tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and 'Traceback' not in result.stderr

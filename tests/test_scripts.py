@@ -17,6 +17,7 @@ PARSERS = {'train_teacher.py': train_teacher.parse_args, 'train_student.py': tra
            'train_online_mcl.py': train_online_mcl.parse_args}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script', SCRIPTS, ids=os.path.basename)
 def test_script_commands_parse(script):
     result = subprocess.run(['bash', script], env=dict(os.environ, DRY_RUN='1', TRIALS='0 1'),

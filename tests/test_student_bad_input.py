@@ -1,21 +1,19 @@
 """train_student.py's bad inputs: one line naming the problem and the fix, exit 2, no traceback,
 nothing under save/ changed."""
 import os
+import shutil
 
 import pytest
 import torch
-
-import train_teacher
 
 from conftest import run_script
 from test_bad_input import snapshot
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, digits_teacher):
     root = tmp_path_factory.mktemp('student_bad')
-    train_teacher.main(['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                        '--save_root', str(root / 'save')])
+    shutil.copytree(digits_teacher, root / 'save')  # the session's 1-epoch resnet8 digits teacher
     teacher = root / 'save' / 'teachers' / 'models' / 'resnet8_vanilla_digits_trial_0' / 'resnet8_best.pth'
     (root / 'corrupt_vanilla').mkdir()
     (root / 'corrupt_vanilla' / 'resnet8_best.pth').write_bytes(teacher.read_bytes()[:4000])
@@ -48,6 +46,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_train_student_bad_input(case, setup):
     root, teacher = setup

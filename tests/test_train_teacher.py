@@ -54,6 +54,7 @@ def test_teacher_training_learns_and_writes_repdistiller_files(tmp_path):
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(tb))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_bitwise_identical_weights(tmp_path, monkeypatch):
     whole = tmp_path / 'whole'
     train_teacher.main(teacher_args(whole, epochs=4))
@@ -90,6 +91,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert metrics['status'].startswith('stopped: non-finite loss at epoch 2')
 
 
+@pytest.mark.slow
 def test_nan_stop_from_the_command_line_is_one_line(tmp_path):
     result = run_script('train_teacher.py', *teacher_args(tmp_path, '--learning_rate', '1e12', epochs=1),
                         cwd=tmp_path)
