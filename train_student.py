@@ -64,27 +64,41 @@ def parse_args(argv=None):
     for method_cls in dict.fromkeys(DISTILLERS.values()):  # each class once, aliases or not
         method_cls.add_arguments(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
-    chosen = parser.parse_known_args(argv)[0].distill
-    if chosen in DISTILLERS:
-        argv = DISTILLERS[chosen].rewrite_argv(argv)
+    chosen = distill_name(parser.parse_known_args(argv)[0].distill)
+    argv = DISTILLERS[chosen].rewrite_argv(argv)
     args = parser.parse_args(argv)
+    args.distill = chosen
     if args.path_t is None:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
-    if args.distill not in DISTILLERS:
-        close = difflib.get_close_matches(args.distill, list(DISTILLERS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ''
-        raise KDZooError(f"unknown --distill '{args.distill}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
-    check_model_name(args.model_s, args.dataset, '--model_s')
+    args.model_s = check_model_name(args.model_s, args.dataset, '--model_s')
     args.model_t = args.model_t or model_name_from_path(args.path_t)
     if args.model_t is None:
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
-    check_model_name(args.model_t, args.dataset, '--model_t')
+    args.model_t = check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = resolve_weights(args, DISTILLERS[args.distill])
     if args.init_epochs < 0:
         raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
     if args.kd_T <= 0:
         raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
     return resolve_common_args(args, args.model_s)
+
+
+# mdistiller's names (its configs' DISTILLER.TYPE) for methods RepDistiller, and so kdzoo, names otherwise.
+DISTILL_ALIASES = {'fitnet': 'hint', 'at': 'attention', 'sp': 'similarity'}
+
+
+def distill_name(name):
+    """The registered --distill name for ``name`` in any case (mdistiller's configs spell them 'KD', 'DKD',
+    'REVIEWKD', NTCE-KD's 'NTCE'), or one line suggesting the closest names."""
+    if name in DISTILLERS:
+        return name
+    folded = {key.lower(): key for key in DISTILLERS}
+    folded.update({alias: target for alias, target in DISTILL_ALIASES.items()})
+    if name.lower() in folded:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name.lower(), sorted(folded), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(folded[c] for c in dict.fromkeys(close))}?)" if close else ''
+    raise KDZooError(f"unknown --distill '{name}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
 
 
 def resolve_weights(args, method):
