@@ -58,7 +58,8 @@ def cifar_mirror(tmp_path, monkeypatch):
 def test_cifar_archive_installs_teachers_in_kdzoos_layout(tmp_path, cifar_mirror):
     mirror, nets, data = cifar_mirror
     save = tmp_path / 'save'
-    installed = fetch.main(['cifar', '--mirror', str(mirror), '--save_root', str(save)])
+    # a file:// base URL takes the download path (urllib, .part file, downloads/ folder) without a network
+    installed = fetch.main(['cifar', '--mirror', mirror.as_uri(), '--save_root', str(save)])
     x = torch.randn(2, 3, 32, 32)
     for name, net in nets.items():
         path = save / 'teachers' / 'models' / f'{name}_vanilla' / f'{name}_best.pth'
@@ -164,7 +165,7 @@ def imagenet_mirror(tmp_path, monkeypatch):
 def test_imagenet_weights_install_in_the_imagenet_layout(tmp_path, imagenet_mirror):
     mirror, net = imagenet_mirror
     save = tmp_path / 'save'
-    fetch.main(['imagenet', '--mirror', str(mirror), '--save_root', str(save), '--keep-downloads'])
+    fetch.main(['imagenet', '--mirror', mirror.as_uri(), '--save_root', str(save), '--keep-downloads'])
     path = save / 'teachers' / 'models' / 'ResNet50_quarter_vanilla_imagenet_trial_0' / 'ResNet50_quarter_best.pth'
     loaded = imagenet_model_dict['ResNet50_quarter'](num_classes=1000)
     load_weights(loaded, str(path), 'ResNet50_quarter')
@@ -179,9 +180,14 @@ def test_imagenet_file_with_the_wrong_hash_is_refused_and_removed(tmp_path, imag
     (url_name,) = [p.name for p in mirror.iterdir()]
     monkeypatch.setattr(fetch, 'IMAGENET_WEIGHTS', (('ResNet50_quarter', f'https://example.invalid/{url_name}',
                                                      'f' * 64),))
-    with pytest.raises(CheckpointError, match=r"has SHA-256 [0-9a-f]{64}, expected f{64}; it is not the published "):
-        fetch.main(['imagenet', '--mirror', str(mirror), '--save_root', str(tmp_path / 'save')])
+    with pytest.raises(CheckpointError, match=r"has SHA-256 [0-9a-f]{64}, expected f{64}; it is not the published "
+                                              r"file and was removed$"):
+        fetch.main(['imagenet', '--mirror', mirror.as_uri(), '--save_root', str(tmp_path / 'save')])
     assert not any((tmp_path / 'save' / 'teachers' / 'downloads').iterdir())
+    # a file of a --mirror folder is read in place: refused, but left where it is
+    with pytest.raises(CheckpointError, match=r"expected f{64}; it is not the published file$"):
+        fetch.main(['imagenet', '--mirror', str(mirror), '--save_root', str(tmp_path / 'save')])
+    assert (mirror / url_name).is_file()
 
 
 def test_torchvision_hashes_agree_with_their_file_names():
@@ -221,5 +227,6 @@ def test_script_refuses_a_file_that_is_not_the_published_one(tmp_path):
     result = run_fetch_sh('imagenet', '--mirror', mirror, '--save_root', tmp_path / 'save')
     assert result.returncode == 2
     assert result.stderr.strip().endswith("expected b627a593bcbe140c234610266fe4f8ae95ea42fc881d091c9b6052e6b1d0590f; "
-                                          "it is not the published file and was removed")
+                                          "it is not the published file")
     assert not (tmp_path / 'save' / 'teachers' / 'models').exists()
+    assert (mirror / 'resnet34-b627a593.pth').read_bytes() == b'not the weights'  # the user's file is left alone

@@ -104,7 +104,7 @@ def fetch_cifar(args, sums):
             print(f"kept {targets[model]} (pass --force to replace it)")
     if not wanted:
         return list(targets.values())
-    archive = download(source_for(CIFAR_ARCHIVE, args.mirror), args.save_root, CIFAR_ARCHIVE_SHA256)
+    archive, downloaded = download(source_for(CIFAR_ARCHIVE, args.mirror), args.save_root, CIFAR_ARCHIVE_SHA256)
     sums[os.path.basename(CIFAR_ARCHIVE)] = sha256_file(archive)
     try:
         tar = tarfile.open(archive)
@@ -130,7 +130,7 @@ def fetch_cifar(args, sums):
                                       f"archive is not the published one (delete it and fetch again)")
             sums[member] = digest
             install(data, f"{CIFAR_ARCHIVE}:{member}", digest, model, 'cifar100', 100, targets[model])
-    finish_download(archive, args.keep_downloads)
+    finish_download(archive, downloaded, args.keep_downloads)
     return list(targets.values())
 
 
@@ -142,12 +142,12 @@ def fetch_imagenet(args, sums):
         if os.path.isfile(target) and not args.force:
             print(f"kept {target} (pass --force to replace it)")
             continue
-        path = download(source_for(url, args.mirror), args.save_root, expected)
+        path, downloaded = download(source_for(url, args.mirror), args.save_root, expected)
         sums[os.path.basename(url)] = expected
         with open(path, 'rb') as f:
             data = f.read()
         install(data, url, expected, model, 'imagenet', 1000, target)
-        finish_download(path, args.keep_downloads)
+        finish_download(path, downloaded, args.keep_downloads)
     return installed
 
 
@@ -169,35 +169,39 @@ def source_for(url, mirror):
 
 
 def download(source, save_root, expected_sha256):
-    """The file at ``source`` (URL or local path) in <save_root>/teachers/downloads/, its SHA-256 checked when
-    ``expected_sha256`` is known; a file already there with the right hash is reused."""
+    """``(path, downloaded)``: a local ``source`` (a --mirror folder) is read where it is; a URL is downloaded
+    into <save_root>/teachers/downloads/. The SHA-256 is checked when ``expected_sha256`` is known."""
+    if '://' not in source:
+        if not os.path.isfile(source):
+            raise KDZooError(f"'{source}' does not exist; put the published file there or drop --mirror")
+        check_sha256(source, source, expected_sha256, remove=False)
+        return source, False
     folder = os.path.join(save_root, 'teachers', 'downloads')
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(source).path or source))
+    path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(source).path))
     # A file already there is complete (downloads are renamed into place only once whole); it is reused when
     # its hash is right, or when no hash is published (the members are then checked one by one).
     if not (os.path.isfile(path) and (not expected_sha256 or sha256_file(path) == expected_sha256)):
         partial = path + '.part'  # renamed only once complete, so a cut-off download is never used
         try:
-            if '://' in source:
-                copy_url(source, partial)
-            else:
-                if not os.path.isfile(source):
-                    raise KDZooError(f"'{source}' does not exist; put the published file there or drop --mirror")
-                with open(source, 'rb') as src, open(partial, 'wb') as out:
-                    for chunk in iter(lambda: src.read(1 << 20), b''):
-                        out.write(chunk)
+            copy_url(source, partial)
             os.replace(partial, path)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
-    if expected_sha256:
-        digest = sha256_file(path)
-        if digest != expected_sha256:
-            os.remove(path)  # a bad file would otherwise be reused on every later run
-            raise CheckpointError(f"'{source}' has SHA-256 {digest}, expected {expected_sha256}; it is not the "
-                                  f"published file and was removed")
-    return path
+    check_sha256(path, source, expected_sha256, remove=True)
+    return path, True
+
+
+def check_sha256(path, source, expected, remove):
+    if not expected:
+        return
+    digest = sha256_file(path)
+    if digest != expected:
+        if remove:
+            os.remove(path)  # a bad download would otherwise be reused on every later run
+        raise CheckpointError(f"'{source}' has SHA-256 {digest}, expected {expected}; it is not the published "
+                              f"file" + (" and was removed" if remove else ""))
 
 
 def copy_url(url, path):
@@ -267,8 +271,9 @@ def numpy_globals():
     return names
 
 
-def finish_download(path, keep):
-    if not keep and os.path.isfile(path):
+def finish_download(path, downloaded, keep):
+    """Remove a downloaded file once its teachers are installed (never a file of the --mirror folder)."""
+    if downloaded and not keep and os.path.isfile(path):
         os.remove(path)
 
 
