@@ -97,7 +97,7 @@ def distill_name(name):
     if name.lower() in folded:
         return folded[name.lower()]
     close = difflib.get_close_matches(name.lower(), sorted(folded), n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(folded[c] for c in dict.fromkeys(close))}?)" if close else ''
+    hint = f" (did you mean {' or '.join(dict.fromkeys(folded[c] for c in close))}?)" if close else ''
     raise KDZooError(f"unknown --distill '{name}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
 
 
