@@ -1,5 +1,6 @@
 """Looking models up by name: construction, name checks with suggestions, and names parsed from paths."""
 import difflib
+import functools
 import os
 import re
 
@@ -70,18 +71,26 @@ def guess_architectures(state_dict):
     want = {k: tuple(v.shape) for k, v in state_dict.items() if torch.is_tensor(v)}
     num_classes = _classifier_rows(want)
     matches = []
-    for name, ctor in [*model_dict.items(), *imagenet_model_dict.items()]:
-        if name in ALIASES:
-            continue  # the same network under its zoo name
-        with torch.device('meta'):  # shapes only: no memory, no initialisation cost
-            try:
-                model = ctor(num_classes=num_classes)
-            except Exception:  # a constructor that cannot take this class count is simply not a match
-                continue
-        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if have == want and name not in matches:
-            matches.append(name)
+    for zoo in ('cifar', 'imagenet'):
+        for name in (model_dict if zoo == 'cifar' else imagenet_model_dict):
+            if name in ALIASES:
+                continue  # the same network under its zoo name
+            if _layout(zoo, name, num_classes) == want and name not in matches:
+                matches.append(name)
     return matches
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(zoo, name, num_classes):
+    """Parameter names and shapes of a model, built once per class count (an error message may ask for all
+    48 models, some with 90M parameters)."""
+    ctor = (model_dict if zoo == 'cifar' else imagenet_model_dict)[name]
+    with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+        try:
+            model = ctor(num_classes=num_classes)
+        except Exception:  # a constructor that cannot take this class count is simply not a match
+            return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _classifier_rows(shapes):
