@@ -76,7 +76,7 @@ def parse_args(argv=None):
 def check_args(args):
     """Models, L-MCL defaults and values, then the shared checks of resolve_common_args."""
     if args.dataset == 'imagenet':
-        raise KDZooError("train_online_mcl.py trains on the 32x32 data sets (cifar100, digits); the ImageNet "
+        raise KDZooError("train_online_mcl.py trains on the 32x32 data sets (cifar100, cifar10, digits); the ImageNet "
                          "recipe of L-MCL is not part of kdzoo")
     if args.baseline:
         args.peers = [baseline_model(args.arch)]

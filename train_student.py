@@ -10,13 +10,12 @@ The loss is gamma * CE + alpha * KD + beta * (the method's loss), RepDistiller's
 repo's -c/-d/-b). Weights not given default to those of the script behind the method's published
 numbers; the run prints the weights it uses.
 """
-import difflib
 import os
 import sys
 
 
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import add_method_arguments, probe_networks, settle
+from distiller_zoo.base import add_method_arguments, method_name, probe_networks, settle
 from engine.args import parser_for, resolve_common_args
 from helper.checkpoint import atomic_save
 from models.weights import load_weights
@@ -45,21 +44,17 @@ def parse_args(argv=None):
     method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}")
     add_method_arguments(parser, method)
     argv = sys.argv[1:] if argv is None else list(argv)
-    chosen = parser.parse_known_args(argv)[0].distill
-    if chosen in DISTILLERS:
-        argv = DISTILLERS[chosen].rewrite_argv(argv)
+    chosen = method_name(parser.parse_known_args(argv)[0].distill)
+    argv = DISTILLERS[chosen].rewrite_argv(argv)
     args = parser.parse_args(argv)
+    args.distill = chosen
     if args.path_t is None:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
-    if args.distill not in DISTILLERS:
-        close = difflib.get_close_matches(args.distill, list(DISTILLERS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ''
-        raise KDZooError(f"unknown --distill '{args.distill}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
-    check_model_name(args.model_s, args.dataset, '--model_s')
+    args.model_s = check_model_name(args.model_s, args.dataset, '--model_s')
     args.model_t = args.model_t or model_name_from_path(args.path_t)
     if args.model_t is None:
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
-    check_model_name(args.model_t, args.dataset, '--model_t')
+    args.model_t = check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = settle(DISTILLERS[args.distill], args)
     return resolve_common_args(args, args.model_s)
 

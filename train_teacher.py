@@ -22,7 +22,7 @@ def parse_args(argv=None):
     parser = parser_for(__doc__.splitlines()[0])
     parser.add_argument('--model', type=str, default='resnet110', help='architecture, e.g. resnet32x4')
     args = parser.parse_args(argv)
-    check_model_name(args.model, args.dataset)
+    args.model = check_model_name(args.model, args.dataset)
     return resolve_common_args(args, args.model)
 
 

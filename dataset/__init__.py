@@ -8,18 +8,19 @@ import torch
 
 from helper.errors import KDZooError
 from .batches import Batch, ContrastSpec, DataBundle
+from .cifar10 import build_cifar10
 from .cifar100 import build_cifar100
 from .digits import build_digits
 from .imagenet import build_dali_data, build_imagenet
 
-DATASETS = ('cifar100', 'digits', 'imagenet')
+DATASETS = ('cifar100', 'cifar10', 'digits', 'imagenet')
 
 
 def build_data(name, data_folder, batch_size, device, *, num_workers=8, seed=0, train_sample=None,
                drop_last=False, channels_last=False, download=True, val_batch_size=None, strong_view=False,
                dali=None, rank=0, world_size=1):
     """Train and validation loaders of data set ``name``; ``train_sample`` (a ContrastSpec) adds CRD rows,
-    ``strong_view`` NTCE-KD's strongly augmented copy of each training batch (CIFAR-100 and digits),
+    ``strong_view`` NTCE-KD's strongly augmented copy of each training batch (CIFAR and digits),
     ``dali`` ('gpu' or 'cpu') reads ImageNet folders with NVIDIA DALI.
 
     ``batch_size`` is the global batch. With ``world_size`` > 1 the loaders yield process ``rank``'s share:
@@ -42,6 +43,8 @@ def build_data(name, data_folder, batch_size, device, *, num_workers=8, seed=0, 
         options.update(rank=rank, world_size=world_size)
     if name == 'cifar100':
         return build_cifar100(data_folder, download=download, strong_view=strong_view, **options)
+    if name == 'cifar10':
+        return build_cifar10(data_folder, download=download, strong_view=strong_view, **options)
     if name == 'digits':
         return build_digits(strong_view=strong_view, **options)
     if strong_view:

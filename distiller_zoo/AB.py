@@ -53,7 +53,7 @@ class Connector(nn.Module):
                              f"student has {len(s_shapes)} and the teacher {len(t_shapes)}; pick a student "
                              f"and teacher with the same number of stages")
         self.connectors = nn.ModuleList(
-            nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False)
+            nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False, pool_target=False)
             for s, t in zip(s_shapes, t_shapes))
 
     def forward(self, g_s):

@@ -39,7 +39,7 @@ class FitNet(Distiller):
                 raise KDZooError(f"--hint_layer {layer} picks the {network}'s pooled feature vector, not a "
                                  f"feature map; pick a map between 0 and {len(probe.feats) - 2}")
         self.hint_layer = layer
-        self.regressor = ConvReg(probe_s.feats[layer].shape, probe_t.feats[layer].shape)
+        self.regressor = ConvReg(probe_s.feats[layer].shape, probe_t.feats[layer].shape, pool_target=False)
         self.criterion = HintLoss()
 
     @classmethod

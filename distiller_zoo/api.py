@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from helper.errors import KDZooError
-from .base import DISTILLERS, add_method_arguments, probe_networks, settle
+from .base import DISTILLERS, add_method_arguments, method_name, probe_networks, settle
 
 __all__ = ['build_distiller', 'method_flags']
 
@@ -40,11 +40,7 @@ def build_distiller(name, student, teacher, *, dataset='cifar100', model_s=None,
     ``num_train`` (and ``train_labels`` for CRD's 'relax' mode) describe the training set for methods with
     memory banks, or pass ``data``, a ``dataset.DataBundle``; ``path_t`` is where ND's class-centre file
     lives (beside the teacher checkpoint). Unknown flag names are one-line errors."""
-    key = name if name in DISTILLERS else {k.lower(): k for k in DISTILLERS}.get(name.lower())
-    if key is None:
-        close = difflib.get_close_matches(name, list(DISTILLERS), n=1)
-        raise KDZooError(f"unknown method '{name}'{f' (did you mean {close[0]}?)' if close else ''}; "
-                         f"known: {', '.join(sorted(DISTILLERS))}")
+    key = method_name(name, 'method')
     method_cls = DISTILLERS[key]
     defaults = method_flags()
     unknown = sorted(set(flags) - set(defaults))

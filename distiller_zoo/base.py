@@ -21,6 +21,7 @@ gamma * CE + alpha * KD + beta * method loss (``-r/-c``, ``-a/-d``, ``-b``), whe
 whose trained logits are not the student's own (SimKD, NORM) or that read other views (NTCE-KD)
 override ``forward_train``. A new method is one new file; train_student.py holds no per-method code.
 """
+import difflib
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,24 @@ from helper.errors import KDZooError
 from models.features import NetOutput, run_network
 
 DISTILLERS = {}
+
+
+# mdistiller's names (its configs' DISTILLER.TYPE) for methods RepDistiller, and so kdzoo, names otherwise.
+MDISTILLER_NAMES = {'fitnet': 'hint', 'at': 'attention', 'sp': 'similarity'}
+
+
+def method_name(name, flag='--distill'):
+    """The registered name for ``name`` in any case (mdistiller's configs spell them 'KD', 'DKD', 'REVIEWKD',
+    NTCE-KD's 'NTCE'), or one line suggesting the closest names."""
+    if name in DISTILLERS:
+        return name
+    folded = {key.lower(): key for key in DISTILLERS}
+    folded.update(MDISTILLER_NAMES)
+    if name.lower() in folded:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name.lower(), sorted(folded), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(dict.fromkeys(folded[c] for c in close))}?)" if close else ''
+    raise KDZooError(f"unknown {flag} '{name}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
 
 
 def register(*names):
@@ -159,7 +178,7 @@ class Distiller(nn.Module):
     def deployable(self, student, teacher):
         """The network to ship when it is more than the bare student (SimKD: student, projector and the
         teacher's classifier in one module), as ``(module, meta)`` with ``meta`` enough for
-        ``models.deploy`` to rebuild it; None when the student alone is the deployed network."""
+        ``distiller_zoo.deploy`` to rebuild it; None when the student alone is the deployed network."""
         return None
 
     # Two-stage methods (AB, FT, FSP) train some modules first for --init_epochs with init_loss.

@@ -14,10 +14,12 @@ from helper.errors import KDZooError
 # RepDistiller forces lr 0.01 for these (SimKD adds the _1_0/_1_5 variants), ignoring --learning_rate.
 LOW_LR_MODELS = ('MobileNetV2', 'MobileNetV2_1_0', 'ShuffleV1', 'ShuffleV2', 'ShuffleV2_1_5')
 
-# Defaults per data set: CIFAR recipe (RepDistiller) and ImageNet recipe (SimKD README).
+# Defaults per data set: CIFAR recipe (RepDistiller; CIFAR-10 takes CIFAR-100's) and ImageNet recipe (SimKD README).
 RECIPES = {
     'cifar100': dict(batch_size=64, epochs=240, learning_rate=0.05, lr_decay_epochs='150,180,210',
                      weight_decay=5e-4),
+    'cifar10': dict(batch_size=64, epochs=240, learning_rate=0.05, lr_decay_epochs='150,180,210',
+                    weight_decay=5e-4),
     'digits': dict(batch_size=64, epochs=240, learning_rate=0.05, lr_decay_epochs='150,180,210',
                    weight_decay=5e-4),
     'imagenet': dict(batch_size=256, epochs=120, learning_rate=0.1, lr_decay_epochs='30,60,90',
@@ -29,8 +31,8 @@ def add_common_args(parser):
     data = parser.add_argument_group('data')
     data.add_argument('--dataset', default='cifar100', choices=DATASETS,
                       help="'digits' is the small built-in data set (scikit-learn's) for demos and tests")
-    data.add_argument('--data_folder', default='./data', help='where cifar-100-python/ or the ImageNet '
-                      'train/ and val/ folders are')
+    data.add_argument('--data_folder', default='./data', help='where cifar-100-python/, cifar-10-batches-py/ '
+                      'or the ImageNet train/ and val/ folders are')
     data.add_argument('--num_workers', type=int, default=8, help='loader processes (ImageNet folders only)')
     data.add_argument('--batch_size', type=int, default=None, help='64 on CIFAR, 256 on ImageNet; the global '
                       'batch of a multi-process run, split evenly over its processes')
@@ -55,7 +57,8 @@ def add_common_args(parser):
                        help='Nesterov momentum (the ND and L-MCL recipes; RepDistiller uses plain momentum)')
 
     run = parser.add_argument_group('run')
-    run.add_argument('--trial', type=str, default='0', help='experiment id, part of the save folder name')
+    run.add_argument('--trial', '-t', type=str, default='0',
+                     help="experiment id, part of the save folder name (-t as RepDistiller's scripts)")
     run.add_argument('--print_freq', type=int, default=100, help='steps between loss checks and log lines')
     run.add_argument('--save_freq', type=int, default=40, help='epochs between ckpt_epoch_<N>.pth files')
     run.add_argument('--tb_freq', type=int, default=500, help='accepted for RepDistiller scripts; unused')

@@ -24,6 +24,7 @@ from helper.errors import CheckpointError, KDZooError, NonFiniteLossError
 from helper.metrics import RunningSums, correct_topk
 from helper.runtime import autocast
 from helper.schedule import learning_rate_at, set_learning_rate
+from models.weights import extract_state_dict, load_state_strictly
 
 
 class Trainer:
@@ -54,8 +55,8 @@ class Trainer:
         checkpoint = load_checkpoint(path, '--resume checkpoint')
         saved = checkpoint.get('kdzoo') if isinstance(checkpoint, dict) else None
         if saved is None:
-            raise CheckpointError(f"'{path}' has no resume data (it was not written by kdzoo's "
-                                  f"<name>_last.pth); pass the run's <name>_last.pth or use --resume auto")
+            self.resume_from_weights(checkpoint, path)
+            return
         if saved['epoch'] >= self.epochs and self.stage == 'main':
             raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {self.epochs} "
                              f"epochs; nothing to resume (pass a larger --epochs to train on)")
@@ -65,6 +66,48 @@ class Trainer:
             self.scaler.load_state_dict(saved['scaler'])
         self.state = {k: saved[k] for k in self.state}
         print(f"resumed {self.stage} stage from '{path}' after epoch {self.state['epoch']}")
+
+    def resume_from_weights(self, checkpoint, path):
+        """Continue a run another repo wrote (RepDistiller's ckpt_epoch_N.pth, mdistiller's ``latest`` or
+        ``epoch_N``, whose student part is taken): its weights, its epoch, and its SGD momentum when that
+        lines up parameter by parameter with ours. The method's own modules (projectors, memory banks)
+        have no counterpart there and start afresh, and so does the best-epoch record."""
+        if self.stage != 'main':
+            raise CheckpointError(f"'{path}' has no kdzoo resume data, and a foreign checkpoint can only "
+                                  f"continue the main stage; pass the run's <name>_init.pth")
+        state = extract_state_dict(checkpoint, path)
+        epoch = checkpoint.get('epoch', 0) if isinstance(checkpoint, dict) else 0
+        try:
+            epoch = int(epoch)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"'{path}' records its epoch as {epoch!r}, not a number; it cannot be "
+                                  f"resumed") from None
+        if epoch >= self.epochs:
+            raise KDZooError(f"the run in '{path}' already finished {epoch} of {self.epochs} epochs; nothing "
+                             f"to resume (pass a larger --epochs to train on)")
+        load_state_strictly(self.objective.model, state, path, self.files.model_name, '--resume checkpoint')
+        momentum = self._load_foreign_momentum(checkpoint.get('optimizer') if isinstance(checkpoint, dict)
+                                               else None)
+        self.state['epoch'] = epoch
+        print(f"resumed from the weights in '{path}' after epoch {epoch} (no kdzoo resume data): "
+              f"{'SGD momentum restored' if momentum else 'SGD momentum starts at zero'}; the method's own "
+              f"modules and the best-epoch record start afresh")
+
+    def _load_foreign_momentum(self, saved):
+        """Load another repo's SGD state when its parameters are ours in the same order and shapes (true
+        of a student-only optimiser such as KD's or DKD's); our lr, momentum and weight decay stay."""
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        try:
+            buffers = [saved['state'].get(index, {}).get('momentum_buffer')
+                       for group in saved['param_groups'] for index in group['params']]
+        except (TypeError, KeyError, AttributeError):
+            return False
+        if len(buffers) != len(params) or not all(
+                torch.is_tensor(b) and b.shape == p.shape for b, p in zip(buffers, params)):
+            return False
+        for param, buffer in zip(params, buffers):
+            self.optimizer.state[param]['momentum_buffer'] = buffer.to(param.device, param.dtype).clone()
+        return True
 
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self):

@@ -1,4 +1,6 @@
 """Steps every training script takes before its loop: seed, device, data, optimiser, resume."""
+import argparse
+
 import torch
 
 from dataset import build_data
@@ -11,7 +13,10 @@ def seed_for_run(args, resume_path):
     """The run's seed: --seed, else the resumed run's own (so its data order replays), else a fresh one.
     Every rank of a multi-process job takes rank 0's, so all draw the same initial weights and data order."""
     if args.seed is None and resume_path:
-        args.seed = load_checkpoint(resume_path, '--resume checkpoint').get('opt', {}).get('seed')
+        checkpoint = load_checkpoint(resume_path, '--resume checkpoint')
+        opt = checkpoint.get('opt') if isinstance(checkpoint, dict) else None
+        opt = vars(opt) if isinstance(opt, argparse.Namespace) else opt  # RepDistiller stores a Namespace
+        args.seed = opt.get('seed') if isinstance(opt, dict) else None
     if args.seed is None:
         args.seed = draw_seed()
     args.seed = distributed.broadcast_object(args.seed)

@@ -12,7 +12,7 @@ from .resnet import (resnet8, resnet14, resnet20, resnet32, resnet38, resnet44, 
 from .resnetv2 import ResNet50
 from .wrn import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2, wrn_28_4
 from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
-from .mobilenetv2 import MobileNetV2, MobileNetV2_1_0
+from .mobilenetv2 import MobileNetV2, MobileNetV2_1_0, mobile_half
 from .ShuffleNetv1 import ShuffleV1
 from .ShuffleNetv2 import ShuffleV2, ShuffleV2_0_5, ShuffleV2_1_5
 from .hcgnet import hcgnet_A1, hcgnet_A2
@@ -34,6 +34,8 @@ model_dict = {
     # used by the online-learning (L-MCL) tables
     'wrn_28_4': wrn_28_4, 'ShuffleV2_0_5': ShuffleV2_0_5,
     'hcgnet_A1': hcgnet_A1, 'hcgnet_A2': hcgnet_A2, 'resnet110_bottleneck': resnet110_bottleneck,
+    # RepDistiller's and mdistiller's constructor name for MobileNetV2 (models.registry.ALIASES)
+    'mobile_half': mobile_half,
 }
 
 __all__ = ['model_dict', 'imagenet_model_dict']

@@ -115,3 +115,8 @@ def MobileNetV2(num_classes=100, **kwargs):
 
 def MobileNetV2_1_0(num_classes=100, **kwargs):
     return CifarMobileNetV2(expand_ratio=6, width_mult=1.0, num_classes=num_classes, **kwargs)
+
+
+# RepDistiller's and mdistiller's name for the constructor of MobileNetV2 (``from models.mobilenetv2
+# import mobile_half``); ``--model mobile_half`` is read as MobileNetV2 (models.registry.ALIASES).
+mobile_half = MobileNetV2

@@ -1,5 +1,6 @@
 """Looking models up by name: construction, name checks with suggestions, and names parsed from paths."""
 import difflib
+import functools
 import os
 import re
 
@@ -11,6 +12,16 @@ from . import model_dict, imagenet_model_dict
 # Every known name. 'ResNet50' is in both zoos: RepDistiller's CIFAR bottleneck net and torchvision's.
 ALL_MODELS = {**model_dict, **imagenet_model_dict}
 
+# Other repos' names for a model of the zoo: (alias, the zoo's name). mdistiller's and RepDistiller's
+# constructor for the CIFAR MobileNetV2 is ``mobile_half``. Runs record the zoo's name, so per-pair
+# defaults, lr rules and save folders are those of the model the alias stands for.
+ALIASES = {'mobile_half': 'MobileNetV2'}
+
+
+def canonical_name(name):
+    """The zoo's name for ``name`` (itself unless it is an alias)."""
+    return ALIASES.get(name, name)
+
 
 def zoo_for(dataset):
     """The models that fit a data set's image size: 224x224 ImageNet or the 32x32 ones."""
@@ -18,7 +29,9 @@ def zoo_for(dataset):
 
 
 def check_model_name(name, dataset='cifar100', flag='--model'):
-    """Raise a one-line error for an unknown architecture, suggesting the closest known names."""
+    """The zoo's name for ``name`` (aliases resolved); a one-line error for an unknown architecture,
+    suggesting the closest known names."""
+    name = canonical_name(name)
     zoo = zoo_for(dataset)
     if name in zoo:
         return name
@@ -48,9 +61,9 @@ def model_name_from_path(path):
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
     match = re.match(r'S[:~](.+?)_T[:~]', folder)
     if match:
-        return match.group(1)
-    candidates = [n for n in ALL_MODELS if folder == n or folder.startswith(n + '_')]
-    return max(candidates, key=len) if candidates else None
+        return canonical_name(match.group(1))
+    candidates = [n for n in [*ALL_MODELS, *ALIASES] if folder == n or folder.startswith(n + '_')]
+    return canonical_name(max(candidates, key=len)) if candidates else None
 
 
 def guess_architectures(state_dict):
@@ -58,16 +71,26 @@ def guess_architectures(state_dict):
     want = {k: tuple(v.shape) for k, v in state_dict.items() if torch.is_tensor(v)}
     num_classes = _classifier_rows(want)
     matches = []
-    for name, ctor in [*model_dict.items(), *imagenet_model_dict.items()]:
-        with torch.device('meta'):  # shapes only: no memory, no initialisation cost
-            try:
-                model = ctor(num_classes=num_classes)
-            except Exception:  # a constructor that cannot take this class count is simply not a match
-                continue
-        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if have == want and name not in matches:
-            matches.append(name)
+    for zoo in ('cifar', 'imagenet'):
+        for name in (model_dict if zoo == 'cifar' else imagenet_model_dict):
+            if name in ALIASES:
+                continue  # the same network under its zoo name
+            if _layout(zoo, name, num_classes) == want and name not in matches:
+                matches.append(name)
     return matches
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(zoo, name, num_classes):
+    """Parameter names and shapes of a model, built once per class count (an error message may ask for all
+    48 models, some with 90M parameters)."""
+    ctor = (model_dict if zoo == 'cifar' else imagenet_model_dict)[name]
+    with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+        try:
+            model = ctor(num_classes=num_classes)
+        except Exception:  # a constructor that cannot take this class count is simply not a match
+            return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _classifier_rows(shapes):

@@ -8,21 +8,38 @@ from helper.errors import KDZooError
 
 __all__ = ['ConvReg', 'Proj', 'MLPEmbed', 'SelfA', 'SRRL', 'SimKD']
 
+# RepDistiller's scripts import its FT and AB modules from models.util; they live with their methods in
+# distiller_zoo/ and are looked up on first use (an import here would be circular: those files import ConvReg).
+_MOVED = {'Paraphraser': 'distiller_zoo.FT', 'Translator': 'distiller_zoo.FT', 'Connector': 'distiller_zoo.AB'}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class ConvReg(nn.Module):
     """FitNet's regressor from a student map onto a teacher map: conv, BatchNorm, then ReLU (``use_relu``).
 
     ``s_shape``/``t_shape`` are (N, C, H, W) shapes. The conv is chosen by the heights, as in RepDistiller:
     H_s = 2 H_t: 3x3 stride-2 conv; 2 H_s = H_t: 4x4 stride-2 transposed conv; H_s >= H_t: a conv of
-    kernel (1 + H_s - H_t, 1 + W_s - W_t). Any other pair (RepDistiller: NotImplementedError), or one whose
-    widths do not follow the same rule, raises KDZooError.
+    kernel (1 + H_s - H_t, 1 + W_s - W_t). A pair whose widths do not follow the same rule raises KDZooError.
+
+    Two callers, two forwards: RepDistiller's ``forward(x)`` returns the regressed map; the SimKD repo's
+    ``forward(x, t)`` returns the pair (regressed map, target). The SimKD repo also takes any other smaller
+    student map (RepDistiller: NotImplementedError): a 3x3 same-size conv, the teacher's map then average-
+    pooled to the student's size, so that case needs ``forward(x, t)``. ``pool_target=False`` refuses it at
+    construction instead (kdzoo's FitNet and AB, which follow RepDistiller).
     """
 
-    def __init__(self, s_shape, t_shape, use_relu=True):
+    def __init__(self, s_shape, t_shape, use_relu=True, pool_target=True):
         super().__init__()
         self.use_relu = use_relu
         _, s_c, s_h, s_w = s_shape
         _, t_c, t_h, t_w = t_shape
+        self.pool_to = None
         if s_h == 2 * t_h:
             self.conv = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1)
             out_w = (s_w - 1) // 2 + 1
@@ -32,6 +49,10 @@ class ConvReg(nn.Module):
         elif s_h >= t_h and s_w >= t_w:
             self.conv = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w))
             out_w = t_w
+        elif pool_target and s_h < t_h and s_w <= t_w:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=3, stride=1, padding=1)
+            self.pool_to = (s_h, s_w)
+            out_w = t_w  # the target is pooled to the output, so every width fits
         else:
             out_w = None
         if out_w != t_w:
@@ -41,9 +62,18 @@ class ConvReg(nn.Module):
         self.bn = nn.BatchNorm2d(t_c)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
+    def forward(self, x, t=None):
         x = self.bn(self.conv(x))
-        return self.relu(x) if self.use_relu else x
+        x = self.relu(x) if self.use_relu else x
+        if t is None:
+            if self.pool_to is not None:
+                raise KDZooError(f"this ConvReg maps a smaller student map onto a larger teacher map by pooling "
+                                 f"the teacher's to {self.pool_to}; call it as regress(f_s, f_t), which returns "
+                                 f"both (the SimKD repo's form)")
+            return x
+        if self.pool_to is not None:
+            t = F.adaptive_avg_pool2d(t, self.pool_to)
+        return x, t
 
 
 def _conv1x1(in_channels, out_channels):

@@ -23,10 +23,17 @@ def extract_state_dict(checkpoint, path='checkpoint'):
 
 
 def _strip_prefixes(state):
-    """Remove DataParallel's 'module.' and mdistiller's distiller-level 'student.' prefixes."""
-    for prefix in ('module.', 'student.'):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    """Remove DataParallel's 'module.' prefix, then keep the student of a whole distiller.
+
+    mdistiller's ``latest``, ``best`` and ``epoch_N`` files hold ``distiller.state_dict()`` of a
+    DataParallel-wrapped distiller: ``module.student.*``, ``module.teacher.*`` and the method's own
+    modules (``module.abfs.*`` ...). The student is what that run trained (its ``student_*`` files hold
+    exactly it), so it is the part to evaluate, to distil from, or to continue training.
+    """
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    if any(k.startswith('student.') for k in state):
+        state = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
     return state
 
 
@@ -52,7 +59,14 @@ def load_weights(model, path, model_name, flag='checkpoint'):
     A checkpoint of another architecture gives one line naming what it seems to be instead.
     """
     checkpoint = load_checkpoint(path, flag)
-    state = adapt_keys(extract_state_dict(checkpoint, path), model)
+    load_state_strictly(model, extract_state_dict(checkpoint, path), path, model_name, flag)
+    return checkpoint if isinstance(checkpoint, dict) else {}
+
+
+def load_state_strictly(model, state, path, model_name, flag='checkpoint'):
+    """Load a state dict (already taken out of its checkpoint) with strict=True, renaming ND's layers;
+    one line naming the architecture it seems to be when it does not fit."""
+    state = adapt_keys(state, model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
@@ -66,4 +80,4 @@ def load_weights(model, path, model_name, flag='checkpoint'):
         seems = f"it looks like {' or '.join(guesses)}" if guesses else "no known architecture matches it"
         raise CheckpointError(f"{flag} '{path}' does not fit {model_name} ({seems}); pass the architecture "
                               f"it was trained with") from None
-    return checkpoint if isinstance(checkpoint, dict) else {}
+

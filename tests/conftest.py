@@ -77,9 +77,35 @@ def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
     return root
 
 
+def write_fake_cifar10(root, n_train=100, n_test=50, seed=0):
+    """CIFAR-10 in its archive's on-disk format (cifar-10-batches-py: data_batch_1..5 and test_batch, python
+    pickles with b'labels') with random pixels; the training images are split over the five batch files."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, 'cifar-10-batches-py')
+    os.makedirs(folder, exist_ok=True)
+    train = np.array_split(np.arange(n_train), 5)
+    files = [(f'data_batch_{i + 1}', part) for i, part in enumerate(train)] + [('test_batch', np.arange(n_test))]
+    for name, index in files:
+        labels = (index % 10).tolist()
+        data = rng.integers(0, 256, size=(len(index), 3072), dtype=np.uint8)
+        entry = {b'batch_label': name.encode(), b'labels': labels, b'data': data,
+                 b'filenames': [f'img{i}.png'.encode() for i in index]}
+        with open(os.path.join(folder, name), 'wb') as f:
+            pickle.dump(entry, f)
+    with open(os.path.join(folder, 'batches.meta'), 'wb') as f:
+        pickle.dump({b'label_names': [f'c{i}'.encode() for i in range(10)], b'num_vis': 3072,
+                     b'num_cases_per_batch': 10000}, f)
+    return root
+
+
 @pytest.fixture
 def fake_cifar(tmp_path):
     return write_fake_cifar100(str(tmp_path / 'data'))
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path):
+    return write_fake_cifar10(str(tmp_path / 'data'))
 
 
 def run_script(script, *args, cwd, timeout=300):

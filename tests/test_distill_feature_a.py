@@ -242,8 +242,10 @@ def test_convreg_layer_choice(s_shape, t_shape, kind, kernel, stride, padding):
 @pytest.mark.parametrize('s_shape, t_shape', [((2, 8, 4, 4), (2, 8, 16, 16)), ((2, 8, 6, 6), (2, 8, 8, 8)),
                                               ((2, 8, 8, 4), (2, 8, 8, 6))])
 def test_convreg_unmatched_sizes(s_shape, t_shape):
+    # RepDistiller's rule (kdzoo's FitNet and AB); the SimKD repo's pooling of the teacher map is tested in
+    # tests/test_compat_models.py
     with pytest.raises(KDZooError, match=r'ConvReg cannot map a student feature map of shape \(8, '):
-        ConvReg(s_shape, t_shape)
+        ConvReg(s_shape, t_shape, pool_target=False)
 
 
 # ---------------------------------------------------------------- methods built from real model pairs

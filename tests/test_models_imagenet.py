@@ -92,7 +92,80 @@ def run(request):
 
 def test_registry_names():
     assert set(imagenet_model_dict) == {'ResNet18', 'ResNet34', 'ResNet50', 'ResNet50_quarter', 'MobileNetV1',
-                                        'MobileNetV2_Imagenet', 'ShuffleV2_Imagenet'}
+                                        'MobileNetV2_Imagenet', 'ShuffleV2_Imagenet', *SIMKD_WIDE}
+
+
+# ---------------------------------------------------------------- the SimKD repo's wider ResNets
+
+def reference_resnet_layout(block, layers, num_classes=1000, groups=1, width_per_group=64):
+    """(key, shape) of every state-dict entry of the SimKD repo's ``ResNet`` (torchvision's, plus its
+    ``multiplier``: BasicBlock stages widened by width_per_group // 64), written from that code's rules."""
+    def bn(c, name):
+        return [(f'{name}.{k}', (c,)) for k in ('weight', 'bias', 'running_mean', 'running_var')] \
+            + [(f'{name}.num_batches_tracked', ())]
+
+    multiplier = width_per_group // 64 if block == 'basic' and width_per_group != 64 else 1
+    expansion = 1 if block == 'basic' else 4
+    out = [('conv1.weight', (64, 3, 7, 7)), *bn(64, 'bn1')]
+    inplanes = 64
+    for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), layers), 1):
+        planes *= multiplier
+        for index in range(count):
+            name = f'layer{stage}.{index}'
+            if block == 'basic':
+                out += [(f'{name}.conv1.weight', (planes, inplanes, 3, 3)), *bn(planes, f'{name}.bn1'),
+                        (f'{name}.conv2.weight', (planes, planes, 3, 3)), *bn(planes, f'{name}.bn2')]
+            else:
+                width = int(planes * (width_per_group / 64.)) * groups
+                out += [(f'{name}.conv1.weight', (width, inplanes, 1, 1)), *bn(width, f'{name}.bn1'),
+                        (f'{name}.conv2.weight', (width, width // groups, 3, 3)), *bn(width, f'{name}.bn2'),
+                        (f'{name}.conv3.weight', (planes * 4, width, 1, 1)), *bn(planes * 4, f'{name}.bn3')]
+            stride = 2 if stage > 1 and index == 0 else 1
+            if index == 0 and (stride != 1 or inplanes != planes * expansion):
+                out += [(f'{name}.downsample.0.weight', (planes * expansion, inplanes, 1, 1)),
+                        *bn(planes * expansion, f'{name}.downsample.1')]
+            inplanes = planes * expansion
+    return out + [('fc.weight', (num_classes, inplanes)), ('fc.bias', (num_classes,))]
+
+
+# name: (reference arguments: its models/__init__.py entry's constructor), feature channels, pooled width
+SIMKD_WIDE = {
+    'ResNet10x2': (('basic', [1, 1, 1, 1], 1000, 1, 128), [64, 128, 256, 512, 1024], 1024),   # wide_resnet10_2
+    'ResNet18x2': (('basic', [2, 2, 2, 2], 1000, 1, 128), [64, 128, 256, 512, 1024], 1024),   # wide_resnet18_2
+    'ResNet34x2': (('basic', [3, 4, 6, 3], 1000, 1, 128), [64, 128, 256, 512, 1024], 1024),   # wide_resnet34_2
+    'wrn_50_2': (('bottleneck', [3, 4, 6, 3], 1000, 1, 128), [64, 256, 512, 1024, 2048], 2048),  # wide_resnet50_2
+    'resnext50_32x4d': (('bottleneck', [3, 4, 6, 3], 1000, 32, 4), [64, 256, 512, 1024, 2048], 2048),
+}
+
+
+@pytest.mark.parametrize('name', list(SIMKD_WIDE))
+def test_simkd_wide_resnets_have_the_reference_layout(name):
+    reference, _, _ = SIMKD_WIDE[name]
+    model = build_on_meta(name, 1000)
+    layout = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert layout == reference_resnet_layout(*reference)
+
+
+def test_torchvision_counts_of_the_wide_and_grouped_resnet50s():
+    # torchvision's published parameter counts of wide_resnet50_2 and resnext50_32x4d
+    assert sum(p.numel() for p in build_on_meta('wrn_50_2', 1000).parameters()) == 68883240
+    assert sum(p.numel() for p in build_on_meta('resnext50_32x4d', 1000).parameters()) == 25028904
+
+
+@pytest.mark.parametrize('name', ['ResNet10x2', 'resnext50_32x4d'])
+def test_simkd_wide_resnets_feature_contract(name):
+    _, channels, pooled = SIMKD_WIDE[name]
+    torch.manual_seed(0)
+    model = imagenet_model_dict[name](num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats, logits = model(x, is_feat=True)
+        preact, _ = model(x, is_feat=True, preact=True)
+    assert [f.shape[1] for f in feats[:-1]] == channels and feats[-1].shape == (1, pooled)
+    assert [64 // f.shape[-1] for f in feats[:-1]] == [4, 4, 8, 16, 32]
+    assert torch.equal(logits, model(x)) and logits.shape == (1, 10)
+    assert all(torch.equal(F.relu(p), f) for p, f in zip(preact[:-1], feats[:-1]))
+    assert [bn.num_features for bn in model.get_bn_before_relu()] == channels[1:]
 
 
 @pytest.mark.parametrize('name', list(EXPECTED))

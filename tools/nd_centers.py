@@ -45,7 +45,7 @@ def main(argv=None):
     model_t = args.model_t or model_name_from_path(args.path_t)
     if model_t is None:
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
-    check_model_name(model_t, args.dataset, '--model_t')
+    model_t = check_model_name(model_t, args.dataset, '--model_t')
     out = args.out or default_centers_path(args.path_t)
 
     device = select_device(args.gpu_id)

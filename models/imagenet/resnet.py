@@ -48,16 +48,20 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carrying the stride, as torchvision's "v1.5"), 1x1 expand, plus a shortcut."""
+    """1x1 reduce, 3x3 (carrying the stride, as torchvision's "v1.5"), 1x1 expand, plus a shortcut.
+
+    The inner width is torchvision's ``int(planes * base_width / 64) * groups``: ``planes`` for ResNet50,
+    twice it for Wide ResNet-50-2 (base width 128) and for ResNeXt-50 32x4d (32 groups of 4 per 64)."""
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride=1, downsample=None):
+    def __init__(self, in_channels, planes, stride=1, downsample=None, groups=1, base_width=64):
         super().__init__()
-        self.conv1 = conv1x1(in_channels, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        width = int(planes * base_width / 64) * groups
+        self.conv1 = conv1x1(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
 
@@ -74,20 +78,22 @@ class Bottleneck(nn.Module):
         return out + shortcut
 
 
-def make_stage(block, in_channels, planes, num_blocks, stride):
+def make_stage(block, in_channels, planes, num_blocks, stride, **block_options):
     out_channels = planes * block.expansion
     downsample = None
     if stride != 1 or in_channels != out_channels:
         downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
-    blocks = [block(in_channels, planes, stride, downsample)]
-    blocks += [block(out_channels, planes) for _ in range(num_blocks - 1)]
+    blocks = [block(in_channels, planes, stride, downsample, **block_options)]
+    blocks += [block(out_channels, planes, **block_options) for _ in range(num_blocks - 1)]
     return nn.Sequential(*blocks)
 
 
 class ResNet(FeatureNet):
-    """torchvision's ResNet layout; ``stage_planes`` narrows the four stages (the stem stays 64 wide)."""
+    """torchvision's ResNet layout; ``stage_planes`` narrows or widens the four stages (the stem stays 64
+    wide), ``block_options`` (groups, base_width) shape the bottlenecks' inner width."""
 
-    def __init__(self, block, blocks_per_stage, num_classes=1000, stage_planes=(64, 128, 256, 512)):
+    def __init__(self, block, blocks_per_stage, num_classes=1000, stage_planes=(64, 128, 256, 512),
+                 **block_options):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -95,7 +101,8 @@ class ResNet(FeatureNet):
         in_channels = 64
         stages = []
         for index, (planes, num_blocks) in enumerate(zip(stage_planes, blocks_per_stage)):
-            stages.append(make_stage(block, in_channels, planes, num_blocks, stride=1 if index == 0 else 2))
+            stages.append(make_stage(block, in_channels, planes, num_blocks, stride=1 if index == 0 else 2,
+                                     **block_options))
             in_channels = planes * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(in_channels, num_classes)
@@ -142,3 +149,30 @@ def ResNet50(num_classes=1000, **kwargs):
 def ResNet50_quarter(num_classes=1000, **kwargs):
     """NORM's ``resnet50_4S`` backbone: ResNet50 with every stage a quarter as wide (output 512 channels)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, stage_planes=(16, 32, 64, 128), **kwargs)
+
+
+# The SimKD repo's wider ImageNet ResNets (its models/__init__.py names), with torchvision's parameter names.
+# Its "x2" ResNets are BasicBlock nets whose four stages are twice as wide (128 .. 1024 channels; the stem
+# stays 64, so layer1 opens with a 1x1 shortcut); wrn_50_2 is torchvision's wide_resnet50_2 and
+# resnext50_32x4d torchvision's resnext50_32x4d, both keeping ResNet50's 256 .. 2048 stage outputs.
+WIDE_BASIC_PLANES = (128, 256, 512, 1024)
+
+
+def ResNet10x2(num_classes=1000, **kwargs):
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, stage_planes=WIDE_BASIC_PLANES, **kwargs)
+
+
+def ResNet18x2(num_classes=1000, **kwargs):
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, stage_planes=WIDE_BASIC_PLANES, **kwargs)
+
+
+def ResNet34x2(num_classes=1000, **kwargs):
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, stage_planes=WIDE_BASIC_PLANES, **kwargs)
+
+
+def wrn_50_2(num_classes=1000, **kwargs):
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, base_width=128, **kwargs)
+
+
+def resnext50_32x4d(num_classes=1000, **kwargs):
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, groups=32, base_width=4, **kwargs)
