@@ -49,7 +49,8 @@ def parse_args(argv=None):
     method.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
     method.add_argument('--kd_T', type=float, default=4, help='KD temperature')
     method.add_argument('--hint_layer', type=int, default=2, help='FitNet feature index (SimKD repo: 1)')
-    method.add_argument('--init_epochs', type=int, default=30, help='init stage of AB, FT, FSP')
+    method.add_argument('--init_epochs', type=int, default=None,
+                        help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
     method.add_argument('-f', '--factor', type=int, default=2, help="SimKD projector's channel factor")
     method.add_argument('-s', '--soft', type=float, default=1.0, help="SemCKD's attention temperature")
     crd = parser.add_argument_group('CRD')
@@ -80,6 +81,8 @@ def parse_args(argv=None):
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
     check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = resolve_weights(args, DISTILLERS[args.distill])
+    if args.init_epochs is None:
+        args.init_epochs = DISTILLERS[args.distill].init_epochs
     if args.init_epochs < 0:
         raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
     if args.kd_T <= 0:
@@ -187,7 +190,8 @@ def export_deployable(objective, args, files, state):
 
 
 def run_init_stage(args, objective, data, files, logger, device, precision, resume_path):
-    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py)."""
+    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py);
+    SSKD trains its teacher's self-supervision head on the frozen teacher."""
     method = objective.method
     modules = method.init_modules(objective.model)
     if not modules or args.init_epochs == 0:
@@ -195,9 +199,8 @@ def run_init_stage(args, objective, data, files, logger, device, precision, resu
     if resume_path and resume_path != files.stage_checkpoint('init'):
         return  # the main stage had begun: the init stage is in its checkpoint already
     init = InitStageObjective(objective.model, objective.teacher, method)
-    init_lr = method.init_learning_rate(args)
     trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
-                      epochs=args.init_epochs, lr_at=lambda epoch: init_lr)
+                      epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch))
     if resume_path:
         trainer.resume(resume_path)
     trainer.fit()

@@ -1,9 +1,9 @@
 """The interface every distillation method implements, and the registry of ``--distill`` names.
 
 A method is one ``Distiller`` subclass in its own file, registered with ``@register('name')``. The
-shared training loop never looks inside it: ``DistillObjective`` runs both networks (the teacher
-under ``no_grad``), hands their outputs to ``Distiller.losses`` and optimises the sum of the named,
-weighted terms it returns. A new method is one new file; train_student.py holds no per-method code.
+shared training loop never looks inside it: ``DistillObjective`` has ``Distiller.run_networks`` run
+both networks (the teacher under ``no_grad``), hands their outputs to ``Distiller.losses`` and optimises
+the sum of the named, weighted terms it returns. A new method is one new file; train_student.py holds no per-method code.
 
 The default ``losses`` is RepDistiller's composition, gamma * CE + alpha * KD + beta * method loss
 (``-r/-c``, ``-a/-d``, ``-b``), where a method only writes ``method_loss``. Methods with their own
@@ -97,6 +97,17 @@ class Distiller(nn.Module):
         """Extra options for build_data (CRD's contrast sampling, SemCKD's drop_last)."""
         return {}
 
+    def run_networks(self, student, teacher, batch, init=False):
+        """Both networks on the batch, as ``(out_s, out_t)``: the teacher under ``no_grad``, the student with
+        gradients, with features if the method reads them (always in the ``init`` stage). The one place a
+        method runs the networks; one that trains on other views of the batch (SSKD's rotations) overrides
+        it, and may return ``out_s`` None in its init stage when that stage does not need the student."""
+        feats = init or self.needs_feats
+        with torch.no_grad():
+            out_t = run_network(teacher, batch.images, feats, self.preact)
+        out_s = run_network(student, batch.images, feats, self.preact)
+        return out_s, out_t
+
     def trainable_modules(self):
         """Modules the main optimiser trains besides the student (projectors, embeddings...)."""
         return [self] if any(p.requires_grad for p in self.parameters()) else []
@@ -132,13 +143,19 @@ class Distiller(nn.Module):
         ``models.deploy`` to rebuild it; None when the student alone is the deployed network."""
         return None
 
-    # Two-stage methods (AB, FT, FSP) train some modules first for --init_epochs with init_loss.
+    # Two-stage methods (AB, FT, FSP, SSKD) train some modules first for --init_epochs with init_loss.
+    init_epochs = 30  # the default of --init_epochs (RepDistiller's; SSKD's teacher stage is 60)
+
     def init_modules(self, student):
         return []
 
     def init_learning_rate(self, args):
         """Constant lr of the init stage (RepDistiller's helper/pretrain.py uses --learning_rate)."""
         return args.learning_rate
+
+    def init_lr_at(self, args, epoch):
+        """The init stage's lr at a (1-based) epoch of it: constant unless a method schedules it (SSKD)."""
+        return self.init_learning_rate(args)
 
     def init_loss(self, out_s, out_t, batch):
         raise NotImplementedError

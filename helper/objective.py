@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distiller_zoo.base import run_network
 from .errors import CheckpointError
 from .loop import evaluate_predictions
 
@@ -107,11 +106,8 @@ class DistillObjective(Objective):
         return self
 
     def step(self, batch, epoch):
-        method = self.method
-        with torch.no_grad():
-            out_t = run_network(self.teacher, batch.images, method.needs_feats, method.preact)
-        out_s = run_network(self.model, batch.images, method.needs_feats, method.preact)
-        return StepOutput(losses=method.losses(out_s, out_t, batch, epoch), logits=out_s.logits)
+        out_s, out_t = self.method.run_networks(self.model, self.teacher, batch)
+        return StepOutput(losses=self.method.losses(out_s, out_t, batch, epoch), logits=out_s.logits)
 
     def predict(self, images):
         return self.method.predict(self.model, self.teacher, images)
@@ -136,8 +132,7 @@ class InitStageObjective(DistillObjective):
         return self
 
     def step(self, batch, epoch):
-        method = self.method
-        with torch.no_grad():
-            out_t = run_network(self.teacher, batch.images, True, method.preact)
-        out_s = run_network(self.model, batch.images, True, method.preact)
-        return StepOutput(losses={'init': method.init_loss(out_s, out_t, batch)}, logits=out_s.logits)
+        out_s, out_t = self.method.run_networks(self.model, self.teacher, batch, init=True)
+        # SSKD's init stage trains a teacher-side head and runs no student: its accuracy is the teacher's
+        logits = out_t.logits if out_s is None else out_s.logits
+        return StepOutput(losses={'init': self.method.init_loss(out_s, out_t, batch)}, logits=logits)
