@@ -35,7 +35,7 @@ from models.registry import build_model
 from models.ShuffleNetv2 import ShuffleNetV2
 from models.wrn import WideResNet
 from .CRD import crd_criterion
-from .base import Distiller, kd_loss, register
+from .base import Distiller, kd_loss, register, run_network
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
            'NORM', 'NORMKD', 'NORMCRD']
@@ -245,17 +245,26 @@ class NORM(Distiller):
         pooled = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
         return expanded, pooled, student.get_submodule(self.head_name)(pooled)
 
+    def reads_teacher(self):
+        """Whether a step reads the teacher at all: not with -a 0 -b 0, NORM's CE-only "student with one FT"
+        rows, where the teacher only sized the FT."""
+        return bool(self.alpha or self.beta)
+
+    def run_networks(self, student, teacher, batch, init=False):
+        if self.reads_teacher():
+            return super().run_networks(student, teacher, batch, init)
+        return run_network(student, batch.images, True, self.preact), None  # a teacher pass would change nothing
+
     def losses(self, out_s, out_t, batch, epoch):
         return self._losses(out_s, out_t, batch, epoch)[0]
 
     def _losses(self, out_s, out_t, batch, epoch):
         expanded, pooled, logits = self._through_ft(self._student, out_s.feats, out_s.logits)
         out_s.logits = logits  # DistillObjective.step reads it after this call, for the training accuracy
-        logits_s, logits_t = logits, out_t.logits
-        if self.logit_norm:
-            logits_s, logits_t = norm_logits(logits_s, self.ceta), norm_logits(logits_t, self.ceta)
+        logits_s = norm_logits(logits, self.ceta) if self.logit_norm else logits
         terms = {'ce': self.gamma * F.cross_entropy(logits_s, batch.targets)}
         if self.alpha:
+            logits_t = norm_logits(out_t.logits, self.ceta) if self.logit_norm else out_t.logits
             terms['kd'] = self.alpha * kd_loss(logits_s, logits_t, self.kd_T)
         if self.beta:
             weight = norm_epoch_weight(epoch, self.dataset) * self.beta
@@ -304,6 +313,9 @@ class NORMCRD(NORM):
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.criterion = crd_criterion(args, probe_s, probe_t, data)
+
+    def reads_teacher(self):
+        return True  # the CRD term reads the teacher's features whatever -a and -b are
 
     def losses(self, out_s, out_t, batch, epoch):
         terms, pooled = self._losses(out_s, out_t, batch, epoch)
