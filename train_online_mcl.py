@@ -148,7 +148,8 @@ def check_one_args(args):
             if getattr(args, key) is None:
                 setattr(args, key, value)
     if args.num_branches < 2:
-        raise KDZooError(f"--num-branches must be at least 2 (the ensemble teacher needs them), got {args.num_branches}")
+        raise KDZooError(f"--num-branches must be at least 2 (the ensemble teacher needs them), got "
+                         f"{args.num_branches}")
     if args.kd_T <= 0:
         raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
     if args.consistency_rampup < 0:

@@ -177,9 +177,9 @@ class SSKD(Distiller):
         self.t_lr, self.t_milestones = args.t_lr, list(args.t_milestones)
         self.s_head = SSHead(probe_s.feats[-1].shape[1])
         self.t_head = SSHead(probe_t.feats[-1].shape[1])
-        print(f"SSKD: rotated-view KD x{self.tf_weight:g} (T {self.tf_T:g}, ratio {self.ratio_tf:g}), SS x{self.beta:g} "
-              f"(T {self.ss_T:g}, ratio {self.ratio_ss:g}); teacher SS head: {args.init_epochs} epochs, lr "
-              f"{self.t_lr:g} x0.1 after {', '.join(map(str, self.t_milestones))}")
+        print(f"SSKD: rotated-view KD x{self.tf_weight:g} (T {self.tf_T:g}, ratio {self.ratio_tf:g}), "
+              f"SS x{self.beta:g} (T {self.ss_T:g}, ratio {self.ratio_ss:g}); teacher SS head: {args.init_epochs} "
+              f"epochs, lr {self.t_lr:g} x0.1 after {', '.join(map(str, self.t_milestones))}")
         if args.init_epochs == 0:
             print("SSKD: --init_epochs 0 leaves the teacher's SS head untrained; its similarities are then noise")
 

@@ -3,7 +3,8 @@
 A method is one ``Distiller`` subclass in its own file, registered with ``@register('name')``. The
 shared training loop never looks inside it: ``DistillObjective`` has ``Distiller.run_networks`` run
 both networks (the teacher under ``no_grad``), hands their outputs to ``Distiller.losses`` and optimises
-the sum of the named, weighted terms it returns. A new method is one new file; train_student.py holds no per-method code.
+the sum of the named, weighted terms it returns. A new method is one new file; train_student.py holds
+no per-method code.
 
 The default ``losses`` is RepDistiller's composition, gamma * CE + alpha * KD + beta * method loss
 (``-r/-c``, ``-a/-d``, ``-b``), where a method only writes ``method_loss``. Methods with their own

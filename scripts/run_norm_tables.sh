@@ -5,8 +5,9 @@
 # per pair) trained on the labels alone, -r 1 -a 0 -b 0 (NORM publishes no command for these rows; this is
 # NORM's student script with its KD and NORM terms off, its logit normalisation kept; the teacher only sizes
 # the FT and is not run in training). The vanilla "Student" rows are scripts/run_cifar_teachers.sh's. Needs
-# the teachers of scripts/run_cifar_teachers.sh. NORM's recipe is RepDistiller's, the defaults: 240 epochs, batch 64, lr 0.05
-# (0.01 for MobileNetV2, ShuffleV1, ShuffleV2), x0.1 after epochs 150, 180, 210, weight decay 5e-4.
+# the teachers of scripts/run_cifar_teachers.sh. NORM's recipe is RepDistiller's, the defaults: 240 epochs,
+# batch 64, lr 0.05 (0.01 for MobileNetV2, ShuffleV1, ShuffleV2), x0.1 after epochs 150, 180, 210, weight
+# decay 5e-4.
 #
 # Weights: the NORM README's -r 0.1 -a 0 -b 1.0 -s 8 (N = 8). NORM+KD adds -a 1: NORM does not publish its
 # value, this is norm_kd's default. NORM+CRD weighs CRD by -c 2.5 (NORM's code; with the norm names -c means

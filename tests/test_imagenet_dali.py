@@ -140,7 +140,7 @@ def test_strong_view_is_a_second_uint8_crop_through_the_operations(folder, monke
         assert crops.dtype == torch.uint8 and crops.shape == (4, 224, 224, 3)  # NHWC uint8, as strong_augment takes
         # solid-colour images: the second crop is the class's colour, as the weak view
         assert torch.equal(crops.float().mean(dim=(1, 2)).argmax(dim=1), batch.targets)
-        expected = (out.float() / 255 - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+        expected = (out.float() / 255 - torch.tensor(mean).float()) / torch.tensor(std).float()
         torch.testing.assert_close(batch.images_strong, expected.permute(0, 3, 1, 2))
         assert batch.images_strong.shape == batch.images.shape
     # the same seed and epoch give the same strong views
