@@ -133,7 +133,8 @@ def export_deployable(objective, args, files, state):
 
 
 def run_init_stage(args, objective, data, files, logger, device, precision, resume_path):
-    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py)."""
+    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py);
+    SSKD trains its teacher's self-supervision head on the frozen teacher."""
     method = objective.method
     modules = method.init_modules(objective.model)
     if not modules or args.init_epochs == 0:
@@ -141,9 +142,8 @@ def run_init_stage(args, objective, data, files, logger, device, precision, resu
     if resume_path and resume_path != files.stage_checkpoint('init'):
         return  # the main stage had begun: the init stage is in its checkpoint already
     init = InitStageObjective(objective.model, objective.teacher, method)
-    init_lr = method.init_learning_rate(args)
     trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
-                      epochs=args.init_epochs, lr_at=lambda epoch: init_lr)
+                      epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch))
     if resume_path:
         trainer.resume(resume_path)
     trainer.fit()

@@ -20,7 +20,7 @@ def build_data(name, data_folder, batch_size, device, *, num_workers=8, seed=0, 
                drop_last=False, channels_last=False, download=True, val_batch_size=None, strong_view=False,
                dali=None, rank=0, world_size=1):
     """Train and validation loaders of data set ``name``; ``train_sample`` (a ContrastSpec) adds CRD rows,
-    ``strong_view`` NTCE-KD's strongly augmented copy of each training batch (CIFAR and digits),
+    ``strong_view`` NTCE-KD's strongly augmented copy of each training batch,
     ``dali`` ('gpu' or 'cpu') reads ImageNet folders with NVIDIA DALI.
 
     ``batch_size`` is the global batch. With ``world_size`` > 1 the loaders yield process ``rank``'s share:
@@ -47,12 +47,10 @@ def build_data(name, data_folder, batch_size, device, *, num_workers=8, seed=0, 
         return build_cifar10(data_folder, download=download, strong_view=strong_view, **options)
     if name == 'digits':
         return build_digits(strong_view=strong_view, **options)
-    if strong_view:
-        raise KDZooError("the strong view (NTCE-KD) is not implemented for ImageNet folders; use --distill mkl "
-                         "there, or cifar100/digits for ntce")
     if dali:
-        return build_dali_data(data_folder, mode=dali, num_threads=max(num_workers, 1), **options)
-    return build_imagenet(data_folder, num_workers=num_workers, **options)
+        return build_dali_data(data_folder, mode=dali, num_threads=max(num_workers, 1), strong_view=strong_view,
+                               **options)
+    return build_imagenet(data_folder, num_workers=num_workers, strong_view=strong_view, **options)
 
 
 __all__ = ['DATASETS', 'Batch', 'ContrastSpec', 'DataBundle', 'build_data']

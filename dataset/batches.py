@@ -22,7 +22,10 @@ class Batch:
     images_strong: Optional[torch.Tensor] = None  # the same images, strongly augmented (NTCE-KD only)
 
     def view(self, name):
-        """The images of view ``name`` ('strong'); one line when the loader was not asked for it."""
+        """The images of view ``name``: 'strong' (made by the loader when a method declares it) or
+        'rotations' (SSKD's four rotated views, made here on the device); one line when there is none."""
+        if name == 'rotations':
+            return rotated_views(self.images)
         images = {'strong': self.images_strong}.get(name)
         if images is None:
             raise KDZooError(f"the batch has no '{name}' view: the method that reads it must declare it in its "
@@ -70,3 +73,18 @@ def epoch_generator(seed, epoch, stream, device='cpu', rank=None):
 def normalise(images, mean, std):
     """uint8 pixels to float32 as ToTensor then Normalize do it; mean and std broadcast over the channel axis."""
     return images.float().div_(255).sub_(mean).div_(std)
+
+
+VIEWS = 4  # SSKD's views: the image and its three rotations
+
+
+def rotated_views(images):
+    """(4B, C, H, W): every image followed by itself rotated by 90, 180 and 270 degrees counter-clockwise
+    (``np.rot90`` on the HWC image, as the official loader), in the input's memory format."""
+    if images.shape[-1] != images.shape[-2]:
+        raise KDZooError(f"SSKD rotates the images by 90 degrees, which needs square ones; these are "
+                         f"{images.shape[-2]}x{images.shape[-1]}")
+    views = torch.stack([torch.rot90(images, k, dims=(2, 3)) for k in range(VIEWS)], dim=1).flatten(0, 1)
+    if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
+        views = views.contiguous(memory_format=torch.channels_last)
+    return views

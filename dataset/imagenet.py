@@ -1,7 +1,10 @@
 """ImageNet-style folders, ``<root>/train/<class>/*`` and ``<root>/val/<class>/*``, read without torchvision.
 
 PIL decodes and crops in DataLoader workers, which return uint8 tensors (a quarter of the bytes of
-float32); conversion to float and normalisation happen on the device.
+float32); conversion to float and normalisation happen on the device. With the strong view (NTCE-KD) the
+workers also return a second, independent random-resized crop and flip of every training image, which
+gets NTCE-KD's two random operations and Cutout on the device, for the whole batch at once
+(dataset/strong_augment.py), as the reference's ``get_imagenet_train_transform_strong`` builds it.
 """
 import os
 
@@ -11,9 +14,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from helper.errors import DatasetError
-from .batches import AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, Batch, DataBundle, epoch_generator, normalise
+from .batches import (AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, STRONG_STREAM, Batch, DataBundle,
+                      epoch_generator, normalise)
 from .contrast import ContrastSampler
 from .image_transforms import to_uint8_chw, train_crop, val_crop
+from .strong_augment import strong_augment
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -40,7 +45,9 @@ def scan_image_folder(folder):
 
 
 class ImageFolderDataset(Dataset):
-    """Items are (uint8 CHW image, label, index). Training keys are (index, epoch) pairs, validation keys indices."""
+    """Items are (uint8 CHW image, label, index). Training keys are (index, epoch, strong) triples, validation
+    keys indices; with ``strong`` a training item also carries the strong view's own crop (uint8 CHW). The flag
+    travels in the key, so workers already running (persistent ones) follow it when it is switched on."""
 
     def __init__(self, samples, train, seed=0):
         # Arrays rather than a list of tuples: workers forked from this process share them, where a
@@ -54,28 +61,32 @@ class ImageFolderDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, key):
-        index, epoch = key if self.train else (key, None)
+        index, epoch, strong = key if self.train else (key, None, False)
         path = os.fsdecode(self.paths[index])
         try:
             with Image.open(path) as image:
                 image = image.convert('RGB')
         except OSError as err:
             raise DatasetError(f"cannot decode image {path} ({err}); replace or delete the file") from err
-        if self.train:
-            # Seeding per (epoch, image) makes a crop independent of which worker loads the image.
-            image = train_crop(image, np.random.default_rng([self.seed, epoch, AUGMENT_STREAM, index]))
-        else:
-            image = val_crop(image)
-        return to_uint8_chw(image), int(self.labels[index]), index
+        if not self.train:
+            return to_uint8_chw(val_crop(image)), int(self.labels[index]), index
+        # Seeding per (epoch, image) makes a crop independent of which worker loads the image.
+        crop = to_uint8_chw(train_crop(image, np.random.default_rng([self.seed, epoch, AUGMENT_STREAM, index])))
+        if not strong:
+            return crop, int(self.labels[index]), index
+        # the strong view's crop and flip are drawn apart from the weak view's, as the reference's second pipeline
+        strong_crop = train_crop(image, np.random.default_rng([self.seed, epoch, STRONG_STREAM, index]))
+        return crop, int(self.labels[index]), index, to_uint8_chw(strong_crop)
 
 
 class EpochSampler(Sampler):
-    """Shuffled (index, epoch) keys; the order depends only on (seed, epoch)."""
+    """Shuffled (index, epoch, strong) keys; the order depends only on (seed, epoch)."""
 
     def __init__(self, size, seed):
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.strong = False  # ask the workers for the strong view's crop too
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -85,11 +96,12 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch, SHUFFLE_STREAM))
-        return iter([(index, self.epoch) for index in order.tolist()])
+        return iter([(index, self.epoch, self.strong) for index in order.tolist()])
 
 
 class FolderLoader:
-    """Batches from a DataLoader moved to the device, normalised there, with CRD rows when asked."""
+    """Batches from a DataLoader moved to the device, normalised there, with CRD rows and the strong view
+    (``strong_view``, training only; may be switched on after construction) when asked."""
 
     def __init__(self, loader, device, *, sampler=None, seed=0, channels_last=False, contrast=None, rank=None):
         self.loader = loader
@@ -108,22 +120,44 @@ class FolderLoader:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
 
+    @property
+    def strong_view(self):
+        return self.sampler is not None and self.sampler.strong
+
+    @strong_view.setter
+    def strong_view(self, on):
+        if self.sampler is None:
+            raise ValueError("only a training loader has a strong view")
+        self.sampler.strong = bool(on)
+
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
-        contrast_rng = None
+        contrast_rng = strong_rng = None
         if self.contrast is not None:
             contrast_rng = epoch_generator(self.seed, self.epoch, CONTRAST_STREAM, self.device, rank=self.rank)
-        for pixels, targets, indices in self.loader:
-            pixels = pixels.to(self.device, non_blocking=True)
-            if self.channels_last:
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-            batch = Batch(normalise(pixels, self.mean, self.std), targets.to(self.device, non_blocking=True),
+        if self.strong_view:  # the operations' draws; each process of a job draws from a stream of its own
+            strong_rng = epoch_generator(self.seed, self.epoch, STRONG_STREAM, self.device, rank=self.rank)
+        for pixels, targets, indices, *strong in self.loader:
+            batch = Batch(self._to_device(pixels), targets.to(self.device, non_blocking=True),
                           indices.to(self.device, non_blocking=True))
             if self.contrast is not None:
                 batch.contrast_idx = self.contrast.sample(batch.indices, batch.targets, contrast_rng)
+            if strong:
+                batch.images_strong = self._to_device(strong_view_nchw(strong[0].to(self.device), strong_rng))
             yield batch
+
+    def _to_device(self, pixels):
+        """uint8 NCHW to normalised float on the device (channels_last when asked)."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        pixels = pixels.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return normalise(pixels, self.mean, self.std)
+
+
+def strong_view_nchw(crops, generator):
+    """NTCE-KD's operations and Cutout on a uint8 NCHW batch of crops (strong_augment works on NHWC)."""
+    return strong_augment(crops.permute(0, 2, 3, 1).contiguous(), generator).permute(0, 3, 1, 2)
 
 
 def scan_imagenet(data_folder):
@@ -154,6 +188,14 @@ class ShardedEpochBatches(Sampler):
     def set_epoch(self, epoch):
         self.order.set_epoch(epoch)
 
+    @property
+    def strong(self):
+        return self.order.strong
+
+    @strong.setter
+    def strong(self, on):
+        self.order.strong = on
+
     def __len__(self):
         full, rest = divmod(self.size, self.batch_size)
         return full + (0 if self.drop_last or rest < self.world_size else 1)
@@ -167,9 +209,10 @@ class ShardedEpochBatches(Sampler):
 
 
 def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_workers, seed, train_sample,
-                   drop_last, channels_last, rank=0, world_size=1):
+                   drop_last, channels_last, strong_view=False, rank=0, world_size=1):
     """DataBundle of the train/ and val/ folders under ``data_folder``; with ``world_size`` > 1, process
-    ``rank``'s share of every global batch of ``batch_size`` and its contiguous part of the validation set."""
+    ``rank``'s share of every global batch of ``batch_size`` and its contiguous part of the validation set;
+    ``strong_view`` adds NTCE-KD's strong view to the training batches."""
     train_classes, train_samples, val_samples = scan_imagenet(data_folder)
     train_set = ImageFolderDataset(train_samples, train=True, seed=seed)
     val_set = ImageFolderDataset(val_samples, train=False)
@@ -190,16 +233,17 @@ def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_worke
     # CRD rows are drawn per process batch; each process draws from a stream of its own.
     train = FolderLoader(train_loader, device, sampler=sampler, seed=seed, channels_last=channels_last,
                          contrast=contrast, rank=rank if world_size > 1 else None)
+    train.strong_view = strong_view
     val = FolderLoader(val_loader, device, channels_last=channels_last)
     return DataBundle(train, val, len(train_classes), len(train_set), train_set.labels)
 
 
 def build_dali_data(data_folder, *, mode, batch_size, val_batch_size, device, seed, train_sample, drop_last,
-                    channels_last, num_threads, rank=0, world_size=1):
+                    channels_last, num_threads, strong_view=False, rank=0, world_size=1):
     """DataBundle of the same folders read by NVIDIA DALI (dataset/imagenet_dali.py; imported only here)."""
     from .imagenet_dali import build_dali_imagenet
     classes, train_samples, val_samples = scan_imagenet(data_folder)
     return build_dali_imagenet(train_samples, val_samples, len(classes), mode=mode,
                                batch_size=batch_size // world_size, val_batch_size=val_batch_size, device=device,
                                seed=seed, train_sample=train_sample, rank=rank, world_size=world_size,
-                               num_threads=num_threads, channels_last=channels_last)
+                               num_threads=num_threads, channels_last=channels_last, strong_view=strong_view)

@@ -31,7 +31,7 @@ from helper.errors import KDZooError
 from .deploy import register_deploy
 from models.registry import build_model
 from .CRD import crd_criterion
-from .base import Distiller, register, run_network
+from .base import Distiller, TeacherRequest, register, run_network
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
            'NORM', 'NORMKD', 'NORMCRD']
@@ -211,6 +211,13 @@ class NORM(Distiller):
         pooled = student.forward_head(fmap, pre_logits=True)
         return expanded, pooled, student.classify(pooled)
 
+    def teacher_request(self):
+        """NORM's CE-only "student with one FT" rows (-a 0 -b 0) never read the teacher: no teacher pass."""
+        return TeacherRequest(self.needs_feats, needed=self.reads_teacher())
+
+    def reads_teacher(self):
+        return bool(self.alpha or self.beta)
+
     def forward_train(self, student, batch, out_t, epoch):
         """The student with its FT: CE and KD on its (layer-normalised) logits, NORM's loss on the
         expanded map; those logits are the ones trained on."""
@@ -219,9 +226,10 @@ class NORM(Distiller):
         return logits, self.terms(logits, expanded, pooled, out_t, batch, epoch)
 
     def terms(self, logits, expanded, pooled, out_t, batch, epoch):
-        logits_s, logits_t = logits, out_t.logits
-        if self.logit_norm:
-            logits_s, logits_t = norm_logits(logits_s, self.ceta), norm_logits(logits_t, self.ceta)
+        logits_s = norm_logits(logits, self.ceta) if self.logit_norm else logits
+        logits_t = None
+        if self.alpha:
+            logits_t = norm_logits(out_t.logits, self.ceta) if self.logit_norm else out_t.logits
         terms = self.ce_kd_terms(logits_s, logits_t, batch.targets)
         if self.beta:
             weight = norm_epoch_weight(epoch, self.dataset) * self.beta
@@ -269,6 +277,9 @@ class NORMCRD(NORM):
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.criterion = crd_criterion(args, probe_s, probe_t, data)
+
+    def reads_teacher(self):
+        return True  # the CRD term reads the teacher's features whatever -a and -b are
 
     def terms(self, logits, expanded, pooled, out_t, batch, epoch):
         terms = super().terms(logits, expanded, pooled, out_t, batch, epoch)

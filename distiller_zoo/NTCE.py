@@ -8,9 +8,13 @@ What this implements is what the paper describes, which differs from the release
   number of factors; here MKL is averaged over factors and views, ``(sum(weak) + sum(strong)) / (2 *
   len(factors))``, as CE is averaged over the two views.
 The reference's ``ISAUG`` switch also doubles the epochs and the lr decay stages and halves the weight
-decay (tools/train.py); here that budget is spelled out on the command line (scripts/run_ntce_tables.sh).
+decay (tools/train.py); here that budget is spelled out on the command line (scripts/run_ntce_tables.sh,
+scripts/run_imagenet_tables.sh).
+
+The strong view is the data's (``Batch.images_strong``): on CIFAR-100 and digits a second crop and flip of
+the in-memory images, on ImageNet folders a second random-resized crop and flip (PIL workers or DALI), each
+then through the reference's two random operations and Cutout on the device (dataset/strong_augment.py).
 """
-from helper.errors import KDZooError
 from .MKL import MKL, mkl_loss
 from .base import NetOutput, register
 
@@ -23,13 +27,6 @@ class NTCE(MKL):
     the student runs on both (``run_student``); the teacher's outputs on both come from the engine
     (``views``). ``losses`` stays the one place the terms are composed, so ``ntce++`` adds ND to it."""
     views = ('strong',)
-
-    @classmethod
-    def data_options(cls, args):
-        if args.dataset == 'imagenet':
-            raise KDZooError("--distill ntce needs the strong view, which is implemented for CIFAR-100 and "
-                             "digits only; use --distill mkl on ImageNet")
-        return super().data_options(args)
 
     def run_student(self, student, batch):
         out_s = super().run_student(student, batch)

@@ -23,6 +23,7 @@ override ``forward_train``. A new method is one new file; train_student.py holds
 """
 import difflib
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -181,13 +182,29 @@ class Distiller(nn.Module):
         ``distiller_zoo.deploy`` to rebuild it; None when the student alone is the deployed network."""
         return None
 
-    # Two-stage methods (AB, FT, FSP) train some modules first for --init_epochs with init_loss.
+    # Two-stage methods (AB, FT, FSP, SSKD) train some modules first for --init_epochs with init_loss.
+    init_epochs = 30  # the default of --init_epochs (RepDistiller's; SSKD's teacher stage is 60)
+
     def init_modules(self, student):
         return []
 
     def init_learning_rate(self, args):
         """Constant lr of the init stage (RepDistiller's helper/pretrain.py uses --learning_rate)."""
         return args.learning_rate
+
+    def init_lr_at(self, args, epoch):
+        """The init stage's lr at a (1-based) epoch of it: constant unless a method schedules it (SSKD)."""
+        return self.init_learning_rate(args)
+
+    def init_teacher_request(self):
+        """What the teacher computes for a batch of the init stage (its features)."""
+        return TeacherRequest(True, self.teacher_request().preact)
+
+    def forward_init(self, student, batch, out_t):
+        """One init-stage step's ``(logits, loss)``, as ``forward_train`` for the main stage: by default the
+        student's features and ``init_loss``; SSKD's stage trains a teacher-side head and runs no student."""
+        out_s = run_network(student, batch.images, True, self.preact)
+        return out_s.logits, self.init_loss(out_s, out_t, batch)
 
     def init_loss(self, out_s, out_t, batch):
         raise NotImplementedError
@@ -204,7 +221,8 @@ def add_method_arguments(parser, group=None):
                          help='weight of the KD (KL) term')
     weights.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
     weights.add_argument('--kd_T', type=float, default=4, help='KD temperature')
-    weights.add_argument('--init_epochs', type=int, default=30, help='init stage of AB, FT, FSP')
+    weights.add_argument('--init_epochs', type=int, default=None,
+                         help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
     owners = dict.fromkeys(klass for cls in DISTILLERS.values() for klass in cls.__mro__
                            if 'add_arguments' in vars(klass) and klass is not Distiller)
     for klass in owners:
@@ -222,6 +240,8 @@ def settle(method, args):
     for key, flag in (('gamma', '-r/-c'), ('alpha', '-a/-d'), ('beta', '-b')):
         if getattr(args, key) < 0:
             raise KDZooError(f"the loss weight {flag} cannot be negative, got {getattr(args, key)}")
+    if args.init_epochs is None:
+        args.init_epochs = method.init_epochs
     if args.init_epochs < 0:
         raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
     if args.kd_T <= 0:
@@ -234,17 +254,24 @@ def settle(method, args):
 
 @dataclass(frozen=True)
 class TeacherRequest:
-    """What the teacher computes for a batch: features (pre-ReLU ones with ``preact``) and extra views."""
+    """What the teacher computes for a batch: its output on ``view`` (None: the batch's training images;
+    'rotations': SSKD's four rotated views), with features (pre-ReLU ones with ``preact``), and its logits
+    on the extra ``views``; nothing at all when not ``needed`` (a step whose terms never read the teacher)."""
     feats: bool = False
     preact: bool = False
     views: tuple = ()
+    view: Optional[str] = None
+    needed: bool = True
 
 
 @torch.no_grad()
 def run_teacher(teacher, batch, request):
-    """The teacher's ``NetOutput`` for ``batch`` as ``request`` asks, computed without autograd; outputs on
-    the extra views go under ``views`` (logits only: no method reads their features)."""
-    out_t = run_network(teacher, batch.images, request.feats, request.preact)
+    """The teacher's ``NetOutput`` for ``batch`` as ``request`` asks, computed without autograd (None when
+    the request says the teacher is not needed)."""
+    if not request.needed:
+        return None
+    images = batch.images if request.view is None else batch.view(request.view)
+    out_t = run_network(teacher, images, request.feats, request.preact)
     for view in request.views:
         out_t.views[view] = NetOutput(teacher(batch.view(view)))
     return out_t

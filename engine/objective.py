@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distiller_zoo.base import TeacherRequest, run_teacher
-from models.features import run_network
+from distiller_zoo.base import run_teacher
 from helper.errors import CheckpointError
 from engine.loop import evaluate_predictions
 
@@ -138,9 +137,8 @@ class InitStageObjective(DistillObjective):
         return self
 
     def teacher_outputs(self, batch):
-        return run_teacher(self.teacher, batch, TeacherRequest(True, self.method.teacher_request().preact))
+        return run_teacher(self.teacher, batch, self.method.init_teacher_request())
 
     def step(self, batch, epoch):
-        out_s = run_network(self.model, batch.images, True, self.method.preact)
-        return StepOutput(losses={'init': self.method.init_loss(out_s, self.teacher_outputs(batch), batch)},
-                          logits=out_s.logits)
+        logits, loss = self.method.forward_init(self.model, batch, self.teacher_outputs(batch))
+        return StepOutput(losses={'init': loss}, logits=logits)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The ImageNet rows of the seeds' tables: ResNet34 -> ResNet18 and ResNet50 -> MobileNetV1 by KD, DKD, ReviewKD,
-# SimKD, CRD, SRRL, NORM, MKL (NTCE-KD's table) and ND's KD++, DKD++, ReviewKD++ (ND's table 1.2), each with its
-# ImageNet defaults (the run prints the weights it uses; SimKD's are the SimKD repo's command, -c 0 -d 0 -b 1).
+# SimKD, CRD, SRRL, NORM, MKL and NTCE-KD (NTCE-KD's table) and ND's KD++, DKD++, ReviewKD++ (ND's table 1.2),
+# each with its ImageNet defaults (the run prints the weights it uses; SimKD's are the SimKD repo's command,
+# -c 0 -d 0 -b 1); and NORM's Table 3 columns SSKD and ONE for ResNet34 -> ResNet18 (ResNet-18 alone for ONE).
 # Recipe: the SimKD repo's ImageNet command (batch 256, 120 epochs, lr 0.1 x0.1 after 30, 60 and 90, weight decay
 # 1e-4, 32 loader workers), one process per GPU of $GPUS, DALI decoding on the GPU. Summarise with tools/report.py.
+# Per method on top of it: NTCE-KD doubles the epochs and the decay epochs and halves the weight decay (what the
+# reference's NTCE.ISAUG switch does); SSKD's teacher SS head trains 30 epochs at lr 0.1, x0.1 after 10 and 20
+# (torchdistill's ImageNet reproduction; the official SSKD code has no ImageNet recipe), its loss weights are the
+# official code's; ONE trains with train_online_mcl.py --arch one_ResNet18 (3 branches owning layer3 and layer4).
 #
 #   GPUS=0,1,2,3 DALI=gpu PORT=23444 bash scripts/run_imagenet_tables.sh
 #   NODES=2 NODE_RANK=0 MASTER=10.0.0.1 bash scripts/run_imagenet_tables.sh   # on each node, NODE_RANK 0 and 1
@@ -30,7 +35,8 @@ RECIPE="--dataset imagenet --data_folder $IMAGENET_DATA --batch_size 256 --epoch
 LAUNCH="--gpu_id $GPUS --multiprocessing-distributed --dist-url tcp://$MASTER:$PORT --world-size $NODES \
 --rank $NODE_RANK${DALI:+ --dali $DALI}"
 
-# --distill name and weights; empty weights: the method's ImageNet defaults for the pair
+# --distill name and weights (empty: the method's ImageNet defaults for the pair), then after '|' flags that
+# override the recipe
 METHODS=(
     "kd"
     "dkd"
@@ -40,9 +46,14 @@ METHODS=(
     "srrl"
     "norm"
     "mkl"
+    "ntce|--epochs 240 --lr_decay_epochs 60,120,180 --weight_decay 5e-5"
     "kd++"
     "dkd++"
     "reviewkd++"
+)
+# NORM's Table 3 compares SSKD (and ONE, below) on ResNet34 -> ResNet18 only
+METHODS_R18=(
+    "sskd --init_epochs 30 --t_lr 0.1 --t_milestones 10 20"
 )
 
 if [ -n "${TRAIN_TEACHERS:-}" ] && [ "$TRAIN_TEACHERS" != 0 ]; then
@@ -53,10 +64,24 @@ fi
 
 for pair in "$TEACHER_R34:ResNet18" "$TEACHER_R50:MobileNetV1"; do
     path_t=${pair%:*}; s=${pair##*:}
-    for method in "${METHODS[@]}"; do
+    methods=("${METHODS[@]}")
+    if [ "$s" = ResNet18 ]; then
+        methods+=("${METHODS_R18[@]}")
+    fi
+    for entry in "${methods[@]}"; do
+        method=${entry%%|*}
+        override=""
+        if [ "$method" != "$entry" ]; then
+            override=${entry#*|}
+        fi
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$path_t" --model_s $s --distill $method $RECIPE $LAUNCH \
-                --trial $trial
+            run $PYTHON train_student.py --path_t "$path_t" --model_s $s --distill $method $RECIPE $override \
+                $LAUNCH --trial $trial
         done
     done
+done
+
+# ONE (online, no teacher): ResNet-18 with 3 branches, the same recipe
+for trial in $TRIALS; do
+    run $PYTHON train_online_mcl.py --arch one_ResNet18 $RECIPE $LAUNCH --trial $trial
 done

@@ -22,7 +22,7 @@ from distiller_zoo.MKL import mkl_loss, parse_factors
 from distiller_zoo.base import kd_loss
 from helper.errors import KDZooError
 from engine.objective import DistillObjective
-from models import model_dict
+from models import imagenet_model_dict, model_dict
 
 from conftest import REPO
 
@@ -127,12 +127,10 @@ def test_empty_factor_list_is_one_line_error(text):
         parse_factors('2,x')
 
 
-def test_ntce_on_imagenet_is_refused():
+def test_ntce_on_imagenet_takes_mkl_imagenet_defaults():
     args = parse('--distill', 'ntce', model_t='ResNet34', model_s='ResNet18', dataset='imagenet')
-    with pytest.raises(KDZooError, match='use --distill mkl on ImageNet'):
-        DISTILLERS['ntce'].data_options(args)
-    with pytest.raises(KDZooError, match='not implemented for ImageNet'):
-        build_data('imagenet', 'nowhere', 8, 'cpu', strong_view=True)
+    assert DISTILLERS['ntce'].data_options(args) == {'strong_view': True}  # declared; every loader honours it
+    assert args.beta == 2.0 and DISTILLERS['ntce'].settings(args) == ((2, 1.5, 1, 0.5, 0, -0.5, -1), 1.0, 1)
 
 
 def small_objective(name, *argv):
@@ -374,3 +372,80 @@ def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
         return torch.load(folder / os.listdir(folder)[0] / 'resnet8_last.pth', weights_only=True)['model']
     a, b = weights(tmp_path / 'whole'), weights(tmp_path / 'parted')
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+# ---------------------------------------------------------------- the strong view on ImageNet folders
+
+def write_folders(root, per_class=3):
+    """Two classes of JPEGs with ramps (so crops and operations show), 2 validation images each."""
+    for split, count in (('train', per_class), ('val', 2)):
+        for label in range(2):
+            os.makedirs(root / split / f'n0{label}', exist_ok=True)
+            for number in range(count):
+                width, height = 260 + 20 * number, 240 - 10 * number
+                rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+                pixels = np.stack([np.full((height, width), 80 * label + 40), cols * 255 // width,
+                                   rows * 255 // height], axis=-1).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / f'n0{label}' / f'{number}.JPEG', quality=95)
+    return root
+
+
+def test_image_folder_strong_view_is_the_reference_transform(tmp_path):
+    from dataset.image_transforms import to_uint8_chw, train_crop
+    from dataset.imagenet import MEAN, STD
+    root = write_folders(tmp_path)
+    data = build_data('imagenet', str(root), 4, 'cpu', num_workers=0, seed=4, strong_view=True)
+    plain = build_data('imagenet', str(root), 4, 'cpu', num_workers=0, seed=4)
+    data.train.set_epoch(2)
+    plain.train.set_epoch(2)
+    first, again, weak = list(data.train), list(data.train), list(plain.train)
+    generator = epoch_generator(4, 2, STRONG_STREAM)
+    paths = data.train.loader.dataset.paths
+    for a, b, c in zip(first, again, weak, strict=True):
+        assert a.images_strong.shape == a.images.shape == (len(a.targets), 3, 224, 224)
+        assert torch.equal(a.images_strong, b.images_strong)  # replays per (seed, epoch)
+        assert torch.equal(a.images, c.images) and c.images_strong is None  # the weak view is unchanged
+        # its own crop and flip (stream STRONG_STREAM, per image), then the operations for the whole batch
+        crops = []
+        for index in a.indices.tolist():
+            with Image.open(os.fsdecode(paths[index])) as image:
+                rng = np.random.default_rng([4, 2, STRONG_STREAM, index])
+                crops.append(to_uint8_chw(train_crop(image.convert('RGB'), rng)))
+        pixels = strong_augment(torch.stack(crops).permute(0, 2, 3, 1).contiguous(), generator)
+        expected = (pixels.float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+        torch.testing.assert_close(a.images_strong, expected.permute(0, 3, 1, 2))
+        assert not torch.equal(a.images, a.images_strong)
+    assert next(iter(data.val)).images_strong is None
+
+
+def test_strong_view_switched_on_reaches_running_workers(tmp_path):
+    root = write_folders(tmp_path)
+    data = build_data('imagenet', str(root), 6, 'cpu', num_workers=2, seed=1)
+    data.train.set_epoch(1)
+    assert next(iter(data.train)).images_strong is None  # the persistent workers are up now
+    data.train.strong_view = True  # as NTCE's constructor does
+    reference = build_data('imagenet', str(root), 6, 'cpu', num_workers=0, seed=1, strong_view=True)
+    reference.train.set_epoch(1)
+    torch.testing.assert_close(next(iter(data.train)).images_strong, next(iter(reference.train)).images_strong)
+
+
+def test_ntce_trains_on_imagenet_folders(tmp_path):
+    root = write_folders(tmp_path / 'data', per_class=2)
+    teacher = str(tmp_path / 'ResNet18_vanilla' / 'ResNet18_best.pth')
+    os.makedirs(os.path.dirname(teacher))
+    torch.manual_seed(0)
+    torch.save({'model': imagenet_model_dict['ResNet18'](num_classes=2).state_dict()}, teacher)
+    seen = []
+    step = DistillObjective.step
+
+    def remember(self, batch, epoch):
+        seen.append(batch)
+        return step(self, batch, epoch)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DistillObjective, 'step', remember)
+        state = train_student.main(['--path_t', teacher, '--distill', 'ntce', '--model_s', 'ResNet18',
+                                    '--dataset', 'imagenet', '--data_folder', str(root), '--batch_size', '2',
+                                    '--num_workers', '0', '--epochs', '1', '--precision', 'fp32',
+                                    '--skip-validation', '--save_root', str(tmp_path / 'save')])
+    assert len(seen) == 2 and all(b.images_strong.shape == (2, 3, 224, 224) for b in seen)
+    assert state['history'][-1]['train_ntce'] >= 0 and np.isfinite(state['history'][-1]['train_loss'])

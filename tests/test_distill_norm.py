@@ -104,6 +104,41 @@ def test_ce_and_kd_use_the_normalised_logits_unless_switched_off():
         assert torch.allclose(out.losses['kd'], kl, atol=1e-5)
 
 
+@pytest.mark.parametrize('flags', [(), ('--plain_ft',)])
+def test_ce_only_student_with_one_ft_runs_no_teacher(flags):
+    """NORM's "Student (w/ 1 default / plain FT)" rows: -r 1 -a 0 -b 0, the student with its FT on the labels."""
+    args, student, teacher, method = make('norm', 'resnet20', 'resnet8', '-r', '1', '-a', '0', '-b', '0', *flags,
+                                          num_classes=10)
+    assert method.ft.residual == (not flags)
+    teacher_calls = []
+    teacher.register_forward_hook(lambda *_: teacher_calls.append(1))
+    batch = batch_of(4, num_classes=10)
+    objective = DistillObjective(student, teacher, method).train()
+    out = objective.step(batch, epoch=30)
+    assert teacher_calls == [] and set(out.losses) == {'ce'}
+    assert out.logits.shape == (4, 10)  # the student's logits through its FT
+    assert torch.allclose(out.losses['ce'], F.cross_entropy(norm_logits(out.logits, 2.5), batch.targets))
+    out.losses['ce'].backward()
+    assert method.ft.expand[0].weight.grad.abs().sum() > 0  # the FT trains with the student
+    # with a KD or NORM term the teacher runs again
+    _, student, teacher, method = make('norm', 'resnet20', 'resnet8', '-r', '1', '-a', '0', '-b', '1', num_classes=10)
+    teacher.register_forward_hook(lambda *_: teacher_calls.append(1))
+    DistillObjective(student, teacher, method).train().step(batch_of(4, num_classes=10), epoch=30)
+    assert teacher_calls == [1]
+
+
+def test_table_script_runs_the_ce_only_rows():
+    import shlex
+    import subprocess
+    from conftest import REPO
+    result = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'run_norm_tables.sh')], capture_output=True,
+                            text=True, timeout=60, env=dict(os.environ, DRY_RUN='1', PAIRS='resnet32x4:resnet8x4'))
+    runs = [train_student.parse_args(shlex.split(line)[2:]) for line in result.stdout.splitlines()]
+    ce_only = [(a.plain_ft, a.save_root) for a in runs if (a.distill, a.gamma, a.alpha, a.beta) == ('norm', 1, 0, 0)]
+    assert sorted(ce_only) == [(False, './save'), (True, './save_plain_ft')]
+    assert all(a.co_sponge == 8 for a in runs)
+
+
 # ---- the FT on real pairs -----------------------------------------------------------------------------
 @pytest.mark.parametrize('model_t, model_s, c_s, c_t, side', [
     ('resnet32x4', 'resnet8x4', 256, 256, 8),

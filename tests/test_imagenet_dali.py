@@ -118,3 +118,35 @@ def test_train_teacher_reads_imagenet_folders_with_dali_cpu_in_two_processes(fol
     assert result.stdout.count('epoch 1/1') == 1
     metrics = tmp_path / 'save' / 'teachers' / 'models' / 'MobileNetV1_vanilla_imagenet_trial_0' / 'metrics.json'
     assert metrics.exists()
+
+
+@needs_dali
+def test_strong_view_is_a_second_uint8_crop_through_the_operations(folder, monkeypatch):
+    import dataset.imagenet_dali as dali_module
+    from dataset.strong_augment import strong_augment
+    calls = []
+
+    def recorded(pixels, generator):
+        out = strong_augment(pixels, generator)
+        calls.append((pixels, out))
+        return out
+    monkeypatch.setattr(dali_module, 'strong_augment', recorded)
+    data = bundle(folder)
+    data.train.strong_view = True  # switched on after construction, as NTCE does
+    data.train.set_epoch(1)
+    batches = list(data.train)
+    assert len(calls) == len(batches) == 4
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for batch, (crops, out) in zip(batches, calls):
+        assert crops.dtype == torch.uint8 and crops.shape == (4, 224, 224, 3)  # NHWC uint8, as strong_augment takes
+        # solid-colour images: the second crop is the class's colour, as the weak view
+        assert torch.equal(crops.float().mean(dim=(1, 2)).argmax(dim=1), batch.targets)
+        expected = (out.float() / 255 - torch.tensor(mean).float()) / torch.tensor(std).float()
+        torch.testing.assert_close(batch.images_strong, expected.permute(0, 3, 1, 2))
+        assert batch.images_strong.shape == batch.images.shape
+    # the same seed and epoch give the same strong views
+    again = bundle(folder, strong_view=True)
+    again.train.set_epoch(1)
+    for a, b in zip(batches, list(again.train)):
+        assert torch.equal(a.images_strong, b.images_strong)
+    assert all(b.images_strong is None for b in data.val)
