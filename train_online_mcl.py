@@ -12,6 +12,7 @@ flags of train_teacher.py.
 
 from dataset.class_balanced import ClassBalancedOrder
 from helper.args import parser_for, resolve_common_args
+from helper.console import logged
 from helper.distributed import current, launch
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
@@ -20,7 +21,8 @@ from helper.objective import SupervisedObjective
 from helper.online import OnlineLogger, OnlineObjective, OnlineRunFiles, online_run_name
 from helper.run_files import RunFiles
 from helper.runtime import memory_format
-from helper.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from helper.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
+                          synchronise_batchnorm)
 from models.lmcl import PeerSet, baseline_model, peer_models
 from models.registry import build_model
 
@@ -68,8 +70,11 @@ def parse_args(argv=None):
     mcl.add_argument('--times', type=int, default=2, help='virtual steps on the contrastive loss per meta step')
     mcl.add_argument('--no-meta', dest='no_meta', action='store_true',
                      help='weight every contrastive pair 1 and skip the meta-optimisation (MCL)')
-    args = parser.parse_args(argv)
-    return check_args(args)
+    args = check_args(parser.parse_args(argv))
+    identity = ['--arch', args.arch, '--number-net', str(args.number_net), '--dataset', args.dataset,
+                *(['--baseline'] if args.baseline else []), *(['--no-meta'] if args.no_meta else [])]
+    args.run_defaults = resolved_defaults(lambda argv: check_args(parser.parse_args(argv)), identity)
+    return args
 
 
 def check_args(args):
@@ -101,6 +106,7 @@ def check_args(args):
         if getattr(args, flag) < 0:
             raise KDZooError(f"the loss weight --{flag} cannot be negative, got {getattr(args, flag)}")
     args = resolve_common_args(args, args.arch)
+    args.nesterov = True  # the L-MCL repo's optimiser, whether or not --nesterov was given (nesterov_sgd)
     args.lr_note = (f"lr {args.learning_rate} ({'cosine' if args.lr_decay == 'cos' else 'step'} decay), "
                     f"Nesterov SGD, weight decay {args.weight_decay}, batch {args.batch_size}")
     return args
@@ -142,18 +148,20 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+@logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method, files, resume_path, device, precision, data = setup(args)
     fmt = memory_format(precision)
+    record = run_provenance(device, precision, data)
     if args.baseline:
         model = build_model(args.peers[0], data.num_classes, args.dataset).to(device, memory_format=fmt)
         objective = SupervisedObjective(model)
-        logger = RunLogger(files, args, count_parameters(model))
+        logger = RunLogger(files, args, count_parameters(model), provenance=record)
     else:
         objective = OnlineObjective(PeerSet(args.peers, data.num_classes, args.dataset), args,
                                     meta=not args.no_meta).to(device, memory_format=fmt)
-        logger = OnlineLogger(files, args, count_parameters(objective.model))
+        logger = OnlineLogger(files, args, count_parameters(objective.model), provenance=record)
     synchronise_batchnorm(objective, args, device)
     deployed = [count_parameters(m) for m in ([model] if args.baseline else
                                               [peer.backbone for peer in objective.model.peers])]

@@ -13,6 +13,9 @@ from .base import Distiller, register
 
 __all__ = ['CRDLoss', 'CRD']
 
+# train_student.py's CRD group, read by crd and norm_crd
+CRD_FLAGS = ('feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'crd_bank')
+
 
 @register('crd')
 class CRD(Distiller):
@@ -20,6 +23,7 @@ class CRD(Distiller):
     ``criterion.contrast``, so resume restores them."""
     needs_feats = True
     default_weights = (1.0, 0.0, 0.8)
+    reads_flags = CRD_FLAGS
 
     @classmethod
     def data_options(cls, args):

@@ -29,6 +29,7 @@ class FitNet(Distiller):
     """Regress the student's ``feats[--hint_layer]`` onto the teacher's with a trained ``ConvReg``."""
     needs_feats = True
     default_weights = (1.0, 0.0, 100.0)
+    reads_flags = ('hint_layer',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

@@ -34,7 +34,7 @@ from models.mobilenetv2 import CifarMobileNetV2
 from models.registry import build_model
 from models.ShuffleNetv2 import ShuffleNetV2
 from models.wrn import WideResNet
-from .CRD import crd_criterion
+from .CRD import CRD_FLAGS, crd_criterion
 from .base import Distiller, kd_loss, register
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
@@ -296,6 +296,7 @@ class NORMKD(NORM):
 @register('norm_crd', 'NORM_CRD')
 class NORMCRD(NORM):
     """NORM + c * CRD, c = -c/--ceta (NORM's code), on the pooled features (the student's after its FT)."""
+    reads_flags = CRD_FLAGS
 
     @classmethod
     def data_options(cls, args):

@@ -38,6 +38,7 @@ class SemCKDDistiller(Distiller):
     """``SelfA`` built for the batch each process trains on (not the 2-image probe) and ``SemCKDLoss``."""
     needs_feats = True
     default_weights = (1.0, 1.0, 400.0)
+    reads_flags = ('soft',)
 
     @classmethod
     def defaults_for(cls, args):

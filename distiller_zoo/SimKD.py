@@ -33,6 +33,7 @@ class SimKDDistiller(Distiller):
     """Projector (``models.util.SimKD``) on ``feats[-2]``; ``-f/--factor`` sets its bottleneck."""
     needs_feats = True
     default_weights = (0.0, 0.0, 1.0)
+    reads_flags = ('factor',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

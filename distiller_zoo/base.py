@@ -63,6 +63,9 @@ class Distiller(nn.Module):
     preact = False
     default_weights = (1.0, 0.0, 0.0)
     warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
+    # Flags the method reads that its add_arguments does not add (train_student.py's -f, -s, --hint_layer,
+    # the CRD group); collected over the class's bases like the flags add_arguments adds (``flag_dests``).
+    reads_flags = ('kd_T',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__()
@@ -79,6 +82,21 @@ class Distiller(nn.Module):
     def add_arguments(cls, parser):
         """Flags of this method's own (e.g. DKD's --dkd_alpha), added to train_student.py's parser.
         Every registered method is asked, so a flag name must not clash with another method's."""
+
+    @classmethod
+    def flag_dests(cls, parser):
+        """Destinations of every flag this method reads, in the parser's order: those that the add_arguments
+        of this class and of its bases put on ``parser`` (through ``add_method_arguments``), and their
+        ``reads_flags``. Run folder names and the recorded settings ask this, so a flag keeps counting when
+        it moves from train_student.py into the method's add_arguments."""
+        added = getattr(parser, 'flags_added_by', {})
+        dests = set()
+        for klass in cls.__mro__:
+            hook = klass.__dict__.get('add_arguments')
+            if hook is not None:
+                dests.update(added.get(hook.__func__, ()))
+            dests.update(klass.__dict__.get('reads_flags', ()))
+        return [action.dest for action in parser._actions if action.dest in dests]
 
     @classmethod
     def defaults_for(cls, args):
@@ -142,6 +160,20 @@ class Distiller(nn.Module):
 
     def init_loss(self, out_s, out_t, batch):
         raise NotImplementedError
+
+
+def add_method_arguments(parser, methods=None):
+    """Ask every method (each class once, aliases or not) for its flags, remembering which add_arguments
+    function added which destinations: a method whose add_arguments adds nothing for it (the '++' methods,
+    norm_kd: one class adds the flags they share) still finds them through its bases (``flag_dests``)."""
+    added = {}
+    for method_cls in dict.fromkeys((methods or DISTILLERS).values()):
+        before = set(map(id, parser._actions))
+        method_cls.add_arguments(parser)
+        new = [action.dest for action in parser._actions if id(action) not in before]
+        added.setdefault(method_cls.add_arguments.__func__, []).extend(new)
+    parser.flags_added_by = added
+    return parser
 
 
 def kd_loss(logits_s, logits_t, temperature):

@@ -4,7 +4,8 @@ import torch
 from dataset import build_data
 from . import distributed
 from .checkpoint import load_checkpoint
-from .runtime import draw_seed, resolve_precision, seed_everything, select_device
+from .provenance import provenance
+from .runtime import draw_seed, memory_format, resolve_precision, seed_everything, select_device
 
 
 def seed_for_run(args, resume_path):
@@ -32,6 +33,19 @@ def devices_and_data(args, train_sample=None, drop_last=False):
                       drop_last=drop_last, channels_last=precision != 'fp32', dali=args.dali,
                       rank=job.rank, world_size=job.world_size)
     return device, precision, data
+
+
+def run_provenance(device, precision, data, teacher=None):
+    """What this run computes with (helper/provenance.py): for metrics.json, the checkpoints and log.txt."""
+    return provenance(device, precision, resolve_precision('auto', device), memory_format(precision), data,
+                      teacher=teacher, processes=distributed.current().world_size)
+
+
+def resolved_defaults(parse, identity):
+    """The arguments a script resolves from ``identity`` alone (its networks and data set): the defaults a run
+    is compared with to label it and to name its folder. ``parse`` is the script's own parsing."""
+    return {k: v for k, v in vars(parse(identity)).items()
+            if isinstance(v, (int, float, str, bool, type(None), list, tuple))}
 
 
 def synchronise_batchnorm(objective, args, device):
