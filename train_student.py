@@ -184,13 +184,17 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+def run_name(args):
+    """The run folder's name: the SimKD repo's, plus the method flags that differ from their defaults."""
+    return student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
+                            args.beta, args.trial, non_default_flags(args))
+
+
 @logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = DISTILLERS[args.distill]
-    run_name = student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
-                                args.beta, args.trial, non_default_flags(args))
-    files = RunFiles(args.save_root, 'students', run_name, args.model_s)
+    files = RunFiles(args.save_root, 'students', run_name(args), args.model_s)
     files.refuse_overwrite(args.resume, args.overwrite)
     resume_path = files.resume_path(args.resume) if args.resume else None
     seed_for_run(args, resume_path)
