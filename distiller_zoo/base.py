@@ -166,7 +166,7 @@ def add_method_arguments(parser, methods=None):
     """Ask every method (each class once, aliases or not) for its flags, remembering which add_arguments
     function added which destinations: a method whose add_arguments adds nothing for it (the '++' methods,
     norm_kd: one class adds the flags they share) still finds them through its bases (``flag_dests``)."""
-    added = {}
+    added = getattr(parser, 'flags_added_by', {})
     for method_cls in dict.fromkeys((methods or DISTILLERS).values()):
         before = set(map(id, parser._actions))
         method_cls.add_arguments(parser)

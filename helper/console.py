@@ -2,10 +2,12 @@
 
 ``logged(train)`` runs a script's ``train(args)`` with stdout copied into a log. Lines printed before the
 run folder exists (the header, the teacher's accuracy) are held until ``RunFiles.create`` names the file
-(``attach``), so log.txt starts with the run's first line. Each line is stamped with the time. A resumed run
-appends to its log.txt; ``--overwrite`` starts it afresh. Only the process that creates the run folder (rank
-0 of a multi-process job) writes a log; the others discard theirs. A log that cannot be written (disk
-full) is dropped with one warning: it never stops a run.
+(``attach``) and training starts (``commit``, from the training loop), so log.txt starts with the run's
+first line. A command that stops before training starts (refused: resuming a finished run, a checkpoint of
+another architecture) leaves save/ as it was, log.txt included; it said why on the console. Each line is
+stamped with the time. A resumed run appends to its log.txt; ``--overwrite`` starts it afresh. Only the
+process that creates the run folder (rank 0 of a multi-process job) writes a log; the others discard theirs.
+A log that cannot be written (disk full) is dropped with one warning: it never stops a run.
 """
 import contextlib
 import functools
@@ -26,6 +28,7 @@ class RunLog:
         self.held = []
         self.partial = ''
         self.file = None
+        self.path = self.fresh = None
         self.broken = False
         self.lock = threading.Lock()
 
@@ -48,15 +51,21 @@ class RunLog:
         except OSError as err:
             self._drop(err)
 
-    def open(self, path, fresh):
+    def attach(self, path, fresh):
         with self.lock:
-            if self.file is not None or self.broken:
+            if self.path is None:
+                self.path, self.fresh = path, fresh
+
+    def commit(self):
+        """Open the attached file (if any) and write what was held; from now on lines go straight there."""
+        with self.lock:
+            if self.file is not None or self.broken or self.path is None:
                 return
             try:
-                self.file = open(path, 'w' if fresh else 'a', encoding='utf-8', buffering=1)
+                self.file = open(self.path, 'w' if self.fresh else 'a', encoding='utf-8', buffering=1)
                 self.file.writelines(self.held)
             except OSError as err:
-                self._drop(err, path)
+                self._drop(err, self.path)
             self.held = []
 
     def _drop(self, err, path=None):
@@ -131,9 +140,16 @@ def logged(train):
 
 
 def attach(path, fresh=False):
-    """Start writing the active log to ``path`` (appending unless ``fresh``); no-op outside ``capture``."""
+    """The active log's file (appended to unless ``fresh``), written from ``commit`` on; no-op outside
+    ``capture``."""
     if _ACTIVE is not None:
-        _ACTIVE.open(path, fresh)
+        _ACTIVE.attach(path, fresh)
+
+
+def commit():
+    """Training starts: the log is written from here on (called by the training loop)."""
+    if _ACTIVE is not None:
+        _ACTIVE.commit()
 
 
 def log_only(line):

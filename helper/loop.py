@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import distributed
+from . import console, distributed
 from .checkpoint import atomic_save, load_checkpoint
 from .errors import CheckpointError, KDZooError, NonFiniteLossError
 from .logger import _duration
@@ -80,6 +80,7 @@ class Trainer:
         progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
                         leave=False)
         self.clock = dict(start=time.time(), total=steps, done=0)
+        console.commit()  # the command was not refused: log.txt from here on
         try:
             for epoch in range(first, self.epochs + 1):
                 started = time.time()
@@ -174,16 +175,17 @@ class Trainer:
         return sums.means()
 
     def step_line(self, epoch, step, means, window):
-        """'epoch 3/240 step 100/782  loss 2.3456 (ce 1.2000, kd 1.1456)  top-1 45.3%  lr 0.05  1234 img/s
+        """'epoch 3 step 100/782  loss 2.3456 (ce 1.2000, kd 1.1456)  top-1 45.3%  lr 0.05  1234 img/s
         eta 1h23m': running means of this epoch (this process's share), images/s of the whole job since the
-        last line, and the time left in this stage at the mean pace so far."""
+        last line, and the time left in this stage at the mean pace so far. (Not 'epoch 3/240', which
+        starts the epoch's closing line.)"""
         now = time.time()
         terms = ', '.join(f"{k} {v:.4f}" for k, v in means.items() if k not in ('loss', 'top1'))
         rate = window['images'] / max(now - window['time'], 1e-9)
         clock = self.clock
         eta = (now - clock['start']) / max(clock['done'], 1) * max(clock['total'] - clock['done'], 0)
         stage = '' if self.stage == 'main' else f"{self.stage} "
-        return (f"{stage}epoch {epoch}/{self.epochs} step {step}/{len(self.data.train)}  loss {means['loss']:.4f}"
+        return (f"{stage}epoch {epoch} step {step}/{len(self.data.train)}  loss {means['loss']:.4f}"
                 f"{f' ({terms})' if terms else ''}  top-1 {means['top1']:.1f}%  "
                 f"lr {self.optimizer.param_groups[0]['lr']:.4g}  {rate:.0f} img/s  eta {_duration(eta)}")
 

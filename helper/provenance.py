@@ -164,11 +164,13 @@ def device_name(device):
 def provenance(device, precision, precision_default, memory_format, data=None, teacher=None, processes=1):
     """The ``provenance`` record: ``teacher`` is {'path', 'model', 'sha256'} for students."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    # Plain str/int/None only: checkpoints carry this record and must load with torch.load(weights_only=True)
+    # (torch.__version__ is a TorchVersion, which that refuses).
     record = dict(
         precision=precision, precision_default=precision_default,
         memory_format='channels_last' if memory_format == torch.channels_last else 'contiguous',
         device=device_name(device), processes=processes,
-        versions=dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
+        versions=dict(python=platform.python_version(), torch=str(torch.__version__), cuda=torch.version.cuda,
                       cudnn=cudnn),
         git=git_state(), data=getattr(data, 'fingerprint', None), command=[os.path.basename(sys.argv[0]),
                                                                            *sys.argv[1:]])
