@@ -113,14 +113,15 @@ def _plain(value):
 
 def state_dict_sha256(state):
     """sha256 over a state dict's names, dtypes, shapes and raw bytes, in name order: the same weights give
-    the same hash whatever file or container they came in (prefixes stripped, keys adapted)."""
+    the same hash whatever file, container, device or memory layout they came in (prefixes stripped, keys
+    adapted). ND's class-centre files record the same hash of their teacher (``teacher_fingerprint``)."""
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name]
         if not torch.is_tensor(tensor):
             continue
         tensor = tensor.detach().to('cpu').contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)};'.encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 

@@ -1,6 +1,5 @@
 """What a run leaves behind to be read later: folder names that keep a table's cells apart, the recorded
 settings and provenance (metrics.json, checkpoints), log.txt, and one real teacher -> student -> report chain."""
-import argparse
 import json
 import os
 import re

@@ -294,7 +294,8 @@ def teacher_entry(runs, dataset, model_t, sha):
     """The teacher file's test top-1 as the student runs measured it, else from the run that trained it
     (matched by weights hash), else (runs without hashes) the teacher runs of the architecture."""
     if sha:
-        students = [r for r in runs if r.record['kind'] == 'student' and r.record['column'].get('teacher_sha256') == sha]
+        students = [r for r in runs if r.record['kind'] == 'student'
+                    and r.record['column'].get('teacher_sha256') == sha]
         measured = [r.metrics['args']['teacher_top1'] for r in students
                     if isinstance(r.metrics['args'].get('teacher_top1'), (int, float))]
         path = next((p for p in (((r.metrics.get('provenance') or {}).get('teacher') or {}).get('path')
