@@ -408,6 +408,8 @@ def report(tables, unfinished):
         lines += [f"- {note}" for note in table.notes]
         if table.notes:
             lines.append('')
+    if not tables:
+        lines.append('No finished runs.\n')
     if unfinished:
         lines.append('Not finished (left out):')
         lines += [f"- {run.path}: {run.status} after {run.metrics.get('epochs_done')} of "
