@@ -16,6 +16,7 @@ ImageNet the ImageNet recipe of train_teacher.py), --num-branches 3, --consisten
 from dataset.class_balanced import ClassBalancedOrder
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
+from helper.console import logged
 from helper.distributed import current
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
@@ -25,7 +26,8 @@ from engine.one import ONEObjective, ONERunFiles
 from engine.online import OnlineLogger, OnlineObjective, OnlineRunFiles, online_run_name
 from helper.run_files import RunFiles
 from helper.runtime import memory_format
-from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from engine.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
+                          synchronise_batchnorm)
 from models.lmcl import PeerSet, baseline_model, peer_models
 from models.one import ONENet, branch_plan, one_model
 from models.registry import build_model, check_model_name
@@ -91,8 +93,11 @@ def parse_args(argv=None):
                      default=80, help='epochs of the sigmoid ramp-up of the KD term')
     one.add_argument('--branch-stages', '--branch_stages', dest='branch_stages', type=int, default=None,
                      help='last stages each branch owns (1 on CIFAR nets, 2 on ImageNet ResNets)')
-    args = parser.parse_args(argv)
-    return check_args(args)
+    args = check_args(parser.parse_args(argv))
+    identity = ['--arch', args.arch, '--number-net', str(args.number_net), '--dataset', args.dataset,
+                *(['--baseline'] if args.baseline else []), *(['--no-meta'] if args.no_meta else [])]
+    args.run_defaults = resolved_defaults(lambda argv: check_args(parser.parse_args(argv)), identity)
+    return args
 
 
 def check_args(args):
@@ -127,6 +132,7 @@ def check_args(args):
         if getattr(args, flag) < 0:
             raise KDZooError(f"the loss weight --{flag} cannot be negative, got {getattr(args, flag)}")
     args = resolve_common_args(args, args.arch)
+    args.nesterov = True  # the L-MCL repo's optimiser, whether or not --nesterov was given (nesterov_sgd)
     args.lr_note = (f"lr {args.learning_rate} ({'cosine' if args.lr_decay == 'cos' else 'step'} decay), "
                     f"Nesterov SGD, weight decay {args.weight_decay}, batch {args.batch_size}")
     return args
@@ -201,20 +207,22 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+@logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method, files, resume_path, device, precision, data = setup(args)
     fmt = memory_format(precision)
+    record = run_provenance(device, precision, data)
     if args.baseline:
         model = build_model(args.peers[0], data.num_classes, args.dataset).to(device, memory_format=fmt)
         objective = SupervisedObjective(model)
-        logger = RunLogger(files, args, count_parameters(model))
+        logger = RunLogger(files, args, count_parameters(model), provenance=record)
     elif args.one:
-        return train_one(args, files, resume_path, device, precision, data)
+        return train_one(args, files, resume_path, device, precision, data, record)
     else:
         objective = OnlineObjective(PeerSet(args.peers, data.num_classes, args.dataset), args,
                                     meta=not args.no_meta).to(device, memory_format=fmt)
-        logger = OnlineLogger(files, args, count_parameters(objective.model))
+        logger = OnlineLogger(files, args, count_parameters(objective.model), provenance=record)
     synchronise_batchnorm(objective, args, device)
     deployed = [count_parameters(m) for m in ([model] if args.baseline else
                                               [peer.backbone for peer in objective.model.peers])]
@@ -234,11 +242,11 @@ def train(args):
     return state
 
 
-def train_one(args, files, resume_path, device, precision, data):
+def train_one(args, files, resume_path, device, precision, data, record):
     """ONE: one multi-branch network; SGD with plain momentum, as the official cifar_one.py."""
     network = ONENet(args.peers[0], data.num_classes, args.dataset, args.num_branches, args.branch_stages)
     objective = ONEObjective(network, args).to(device, memory_format=memory_format(precision))
-    logger = RunLogger(files, args, count_parameters(network))
+    logger = RunLogger(files, args, count_parameters(network), provenance=record)
     synchronise_batchnorm(objective, args, device)
     print(f"one {args.arch}: {args.num_branches} branches of {args.peers[0]} from its stage "
           f"{network.shared_index} on ({count_parameters(network.backbone) / 1e6:.2f}M parameters deployed, "

@@ -10,28 +10,71 @@ The loss is gamma * CE + alpha * KD + beta * (the method's loss), RepDistiller's
 repo's -c/-d/-b). Weights not given default to those of the script behind the method's published
 numbers; the run prints the weights it uses.
 """
+import argparse
 import os
 import sys
 
-
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import add_method_arguments, method_name, probe_networks, settle
+from distiller_zoo.base import add_loss_weights, add_method_arguments, method_name, probe_networks, settle
 from engine.args import parser_for, resolve_common_args
-from helper.checkpoint import atomic_save
-from models.weights import load_weights
 from engine.launch import launch
+from engine.loop import Trainer, evaluate_predictions
+from engine.objective import DistillObjective, InitStageObjective
+from engine.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
+                          synchronise_batchnorm)
+from helper.checkpoint import atomic_save
+from helper.console import logged
 from helper.distributed import current
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
-from engine.loop import Trainer, evaluate_predictions
-from engine.objective import DistillObjective, InitStageObjective
+from helper.provenance import INFRA, state_dict_sha256
 from helper.run_files import RunFiles, student_run_name
 from helper.runtime import memory_format
-from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
 from models.registry import build_model, check_model_name, model_name_from_path
+from models.weights import load_weights
 
 
 def parse_args(argv=None):
+    """The run's arguments, plus ``method_flags`` ({dest: short name} of the flags the method reads) and
+    ``run_defaults`` (what the same teacher, student, method and data set resolve to with no other flag)."""
+    parser = build_parser()
+    args = _parse(parser, argv)
+    args.method_flags = method_flags(DISTILLERS[args.distill], parser)
+    identity = ['--path_t', args.path_t, '--model_t', args.model_t, '--model_s', args.model_s,
+                '--distill', args.distill, '--dataset', args.dataset]
+    args.run_defaults = resolved_defaults(lambda argv: _parse(parser, argv), identity)
+    return args
+
+
+def method_flags(method_cls, parser):
+    """{dest: name in folder names and report labels} of the flags ``method_cls`` reads (its
+    ``flag_dests``), without I/O flags and hidden ones; the name is the one-letter spelling where there is
+    one (``-f`` -> ``f``), else the destination."""
+    actions = {action.dest: action for action in parser._actions}
+    names = {}
+    for dest in method_cls.flag_dests(parser):
+        action = actions[dest]
+        if dest in INFRA or action.help == argparse.SUPPRESS:
+            continue
+        short = [option for option in action.option_strings if not option.startswith('--')]
+        names[dest] = short[0].lstrip('-') if short else dest
+    return names
+
+
+def non_default_flags(args):
+    """[(name, value)] of the method's flags whose value differs from its default for this pair."""
+    defaults = args.run_defaults
+    return [(name, getattr(args, dest)) for dest, name in args.method_flags.items()
+            if dest in defaults and _differs(getattr(args, dest), defaults[dest])]
+
+
+def _differs(value, default):
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) != list(default)
+    return value != default
+
+
+def build_parser():
     parser = parser_for(__doc__.splitlines()[0])
     net = parser.add_argument_group('teacher and student')
     net.add_argument('--path_t', '--path-t', dest='path_t', default=None, help='teacher checkpoint')
@@ -42,7 +85,11 @@ def parse_args(argv=None):
 
     method = parser.add_argument_group('distillation')
     method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}")
-    add_method_arguments(parser, method)
+    add_loss_weights(method)
+    return add_method_arguments(parser)
+
+
+def _parse(parser, argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = method_name(parser.parse_known_args(argv)[0].distill)
     argv = DISTILLERS[chosen].rewrite_argv(argv)
@@ -60,8 +107,11 @@ def parse_args(argv=None):
 
 
 def load_teacher(args, num_classes, device, fmt):
+    """The frozen teacher; ``args.teacher_sha256`` is the hash of the weights loaded (helper/provenance.py),
+    which tells two teacher files of one architecture apart in metrics.json and tools/report.py."""
     teacher = build_model(args.model_t, num_classes, args.dataset, '--model_t')
     load_weights(teacher, args.path_t, args.model_t, flag='--path_t')
+    args.teacher_sha256 = state_dict_sha256(teacher.state_dict())
     return teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
 
 
@@ -82,12 +132,17 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+def run_name(args):
+    """The run folder's name: the SimKD repo's, plus the method flags that differ from their defaults."""
+    return student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
+                            args.beta, args.trial, non_default_flags(args))
+
+
+@logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = DISTILLERS[args.distill]
-    run_name = student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
-                                args.beta, args.trial)
-    files = RunFiles(args.save_root, 'students', run_name, args.model_s)
+    files = RunFiles(args.save_root, 'students', run_name(args), args.model_s)
     files.refuse_overwrite(args.resume, args.overwrite)
     resume_path = files.resume_path(args.resume) if args.resume else None
     seed_for_run(args, resume_path)
@@ -105,7 +160,8 @@ def train(args):
 
     if current().is_main:  # the other ranks of a job write nothing
         files.create()
-    logger = RunLogger(files, args, num_params)
+    teacher_file = dict(path=os.path.abspath(args.path_t), model=args.model_t, sha256=args.teacher_sha256)
+    logger = RunLogger(files, args, num_params, provenance=run_provenance(device, precision, data, teacher_file))
     run_init_stage(args, objective, data, files, logger, device, precision, resume_path)
     trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
                       precision)
@@ -113,14 +169,14 @@ def train(args):
         trainer.resume(resume_path)
     state = trainer.fit()
     if current().is_main:
-        export_deployable(objective, args, files, state)
+        export_deployable(objective, args, files, state, logger.provenance)
     last = state['history'][-1]
     print(f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
           f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
     return state
 
 
-def export_deployable(objective, args, files, state):
+def export_deployable(objective, args, files, state, provenance=None):
     """Methods whose deployed network is more than the student (SimKD) also write <s>_deploy.pth."""
     exported = objective.method.deployable(objective.model, objective.teacher)
     if exported is None:
@@ -128,7 +184,7 @@ def export_deployable(objective, args, files, state):
     module, meta = exported
     path = os.path.join(files.folder, f'{args.model_s}_deploy.pth')
     atomic_save(dict(model=module.state_dict(), deploy=meta, epoch=state['epoch'],
-                     accuracy=state['history'][-1]['val_top1']), path)
+                     accuracy=state['history'][-1]['val_top1'], provenance=provenance), path)
     print(f"deployable network (last epoch) saved to {path}; evaluate it with tools/eval.py --path {path}")
 
 

@@ -7,6 +7,7 @@
 """
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
+from helper.console import logged
 from helper.distributed import current
 from helper.errors import run_cli
 from helper.logger import RunLogger
@@ -14,16 +15,23 @@ from engine.loop import Trainer
 from engine.objective import SupervisedObjective
 from helper.run_files import RunFiles, teacher_run_name
 from helper.runtime import memory_format
-from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
+from engine.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
+                          synchronise_batchnorm)
 from models.registry import build_model, check_model_name
 
 
 def parse_args(argv=None):
+    """The run's arguments, plus ``run_defaults``: what the same model and data set resolve to alone."""
     parser = parser_for(__doc__.splitlines()[0])
     parser.add_argument('--model', type=str, default='resnet110', help='architecture, e.g. resnet32x4')
-    args = parser.parse_args(argv)
-    args.model = check_model_name(args.model, args.dataset)
-    return resolve_common_args(args, args.model)
+
+    def parse(argv):
+        args = parser.parse_args(argv)
+        args.model = check_model_name(args.model, args.dataset)
+        return resolve_common_args(args, args.model)
+    args = parse(argv)
+    args.run_defaults = resolved_defaults(parse, ['--model', args.model, '--dataset', args.dataset])
+    return args
 
 
 def main(argv=None):
@@ -31,6 +39,7 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+@logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
@@ -51,8 +60,8 @@ def train(args):
 
     if current().is_main:  # the other ranks of a job write nothing
         files.create()
-    trainer = Trainer(objective, data, optimizer, args, files, RunLogger(files, args, num_params),
-                      device, precision)
+    logger = RunLogger(files, args, num_params, provenance=run_provenance(device, precision, data))
+    trainer = Trainer(objective, data, optimizer, args, files, logger, device, precision)
     if resume_path:
         trainer.resume(resume_path)
     state = trainer.fit()

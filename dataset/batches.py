@@ -1,4 +1,6 @@
 """What every data set hands the training loop, and the per-epoch random streams behind it."""
+import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -41,6 +43,41 @@ class DataBundle:
     num_classes: int
     num_train: int
     train_labels: torch.Tensor  # int64, CPU, in data-set index order
+    fingerprint: Optional[dict] = None  # {'method', 'sha256'}: which data this was (``fingerprint_*``)
+
+
+# Images of each split whose bytes enter a fingerprint: the first and the last few.
+FINGERPRINT_IMAGES = 8
+
+
+def fingerprint_arrays(train_images, train_labels, val_images, val_labels):
+    """Fingerprint of an in-memory data set, cheap enough for every run: the shapes, every label of both
+    splits, and the bytes of the first and last FINGERPRINT_IMAGES images of each split."""
+    digest = hashlib.sha256()
+    for images, labels in ((train_images, train_labels), (val_images, val_labels)):
+        digest.update(f"{tuple(images.shape)}|{images.dtype}|".encode())
+        digest.update(labels.to(torch.int64).cpu().contiguous().numpy().tobytes())
+        k = FINGERPRINT_IMAGES
+        ends = images[:k] if len(images) <= 2 * k else torch.cat([images[:k], images[-k:]])
+        digest.update(ends.cpu().contiguous().numpy().tobytes())
+    return dict(method=f'sha256 of shapes, all labels, first and last {FINGERPRINT_IMAGES} images per split',
+                sha256=digest.hexdigest())
+
+
+def fingerprint_files(root, train_samples, val_samples):
+    """Fingerprint of an image-folder data set without reading the images: every file's path relative to
+    ``root`` and its class, plus the byte sizes of the first and last FINGERPRINT_IMAGES files per split."""
+    digest = hashlib.sha256()
+    root = os.path.abspath(root)
+    for samples in (train_samples, val_samples):
+        digest.update(f"{len(samples)}|".encode())
+        for path, label in samples:
+            digest.update(f"{os.path.relpath(path, root)}|{label}\n".encode())
+        k = FINGERPRINT_IMAGES
+        for path, _ in (samples if len(samples) <= 2 * k else [*samples[:k], *samples[-k:]]):
+            digest.update(f"{os.path.getsize(path)}|".encode())
+    return dict(method=f'sha256 of relative paths and classes, sizes of first and last {FINGERPRINT_IMAGES} '
+                       f'files per split', sha256=digest.hexdigest())
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from helper.errors import DatasetError
 from .batches import (AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, STRONG_STREAM, Batch, DataBundle,
-                      epoch_generator, normalise)
+                      epoch_generator, fingerprint_files, normalise)
 from .contrast import ContrastSampler
 from .image_transforms import to_uint8_chw, train_crop, val_crop
 from .strong_augment import strong_augment
@@ -235,7 +235,8 @@ def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_worke
                          contrast=contrast, rank=rank if world_size > 1 else None)
     train.strong_view = strong_view
     val = FolderLoader(val_loader, device, channels_last=channels_last)
-    return DataBundle(train, val, len(train_classes), len(train_set), train_set.labels)
+    return DataBundle(train, val, len(train_classes), len(train_set), train_set.labels,
+                      fingerprint_files(data_folder, train_samples, val_samples))
 
 
 def build_dali_data(data_folder, *, mode, batch_size, val_batch_size, device, seed, train_sample, drop_last,
@@ -243,7 +244,9 @@ def build_dali_data(data_folder, *, mode, batch_size, val_batch_size, device, se
     """DataBundle of the same folders read by NVIDIA DALI (dataset/imagenet_dali.py; imported only here)."""
     from .imagenet_dali import build_dali_imagenet
     classes, train_samples, val_samples = scan_imagenet(data_folder)
-    return build_dali_imagenet(train_samples, val_samples, len(classes), mode=mode,
-                               batch_size=batch_size // world_size, val_batch_size=val_batch_size, device=device,
-                               seed=seed, train_sample=train_sample, rank=rank, world_size=world_size,
-                               num_threads=num_threads, channels_last=channels_last, strong_view=strong_view)
+    bundle = build_dali_imagenet(train_samples, val_samples, len(classes), mode=mode,
+                                 batch_size=batch_size // world_size, val_batch_size=val_batch_size, device=device,
+                                 seed=seed, train_sample=train_sample, rank=rank, world_size=world_size,
+                                 num_threads=num_threads, channels_last=channels_last, strong_view=strong_view)
+    bundle.fingerprint = fingerprint_files(data_folder, train_samples, val_samples)
+    return bundle

@@ -7,7 +7,7 @@ With ``strong_view`` each training batch also carries NTCE-KD's strong view (dat
 import torch
 
 from .batches import (AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, STRONG_STREAM, Batch, DataBundle,
-                      epoch_generator, normalise)
+                      epoch_generator, fingerprint_arrays, normalise)
 from .contrast import ContrastSampler
 from .strong_augment import strong_augment
 
@@ -156,4 +156,5 @@ def in_memory_bundle(train_images, train_labels, val_images, val_labels, num_cla
                            strong_view=strong_view, **share)
     val = InMemoryLoader(val_images.to(device), val_labels.to(device), val_batch_size, mean, std, train=False,
                          channels_last=channels_last, **share)
-    return DataBundle(train, val, num_classes, len(train_labels), train_labels)
+    return DataBundle(train, val, num_classes, len(train_labels), train_labels,
+                      fingerprint_arrays(train_images, train_labels, val_images, val_labels))

@@ -66,6 +66,7 @@ class AB(Distiller):
     needs_feats = True
     preact = True
     default_weights = (1.0, 0.0, 1.0)
+    reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

@@ -46,6 +46,7 @@ class CC(Distiller):
     both heads trained with the student; ``-a 0 -b 0.02``."""
     needs_feats = True
     default_weights = (1.0, 0.0, 0.02)
+    reads_flags = ('feat_dim',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

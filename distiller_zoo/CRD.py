@@ -13,6 +13,9 @@ from .base import Distiller, register
 
 __all__ = ['CRDLoss', 'CRD']
 
+# The CRD group (CRD.add_arguments), read by crd and norm_crd (CC reads --feat_dim)
+CRD_FLAGS = ('feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'crd_bank')
+
 
 @register('crd')
 class CRD(Distiller):

@@ -90,6 +90,7 @@ class FT(Distiller):
     """Two stages, modules and modes as RepDistiller's train_student.py, helper/pretrain.py and loops.py."""
     needs_feats = True
     default_weights = (1.0, 0.0, 200.0)
+    reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

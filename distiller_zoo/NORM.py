@@ -30,7 +30,7 @@ from dataset.batches import ContrastSpec
 from helper.errors import KDZooError
 from .deploy import register_deploy
 from models.registry import build_model
-from .CRD import crd_criterion
+from .CRD import CRD_FLAGS, crd_criterion
 from .base import Distiller, TeacherRequest, register, run_network
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
@@ -269,6 +269,7 @@ class NORMKD(NORM):
 @register('norm_crd', 'NORM_CRD')
 class NORMCRD(NORM):
     """NORM + c * CRD, c = -c/--ceta (NORM's code), on the pooled features (the student's after its FT)."""
+    reads_flags = CRD_FLAGS
 
     @classmethod
     def data_options(cls, args):

@@ -112,6 +112,7 @@ class SSKD(Distiller):
     needs_feats = True
     default_weights = (0.1, 0.9, 10.0)  # student.py: --ce-weight, --kd-weight, --ss-weight
     init_epochs = 60  # student.py's --t-epoch
+    reads_flags = ('init_epochs',)
 
     @classmethod
     def rewrite_argv(cls, argv):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from helper.errors import KDZooError
-from .base import DISTILLERS, add_method_arguments, method_name, probe_networks, settle
+from .base import DISTILLERS, add_loss_weights, add_method_arguments, method_name, probe_networks, settle
 
 __all__ = ['build_distiller', 'method_flags']
 
@@ -28,6 +28,7 @@ __all__ = ['build_distiller', 'method_flags']
 def method_flags():
     """The long names (``dest``) and defaults of every method flag and loss weight."""
     parser = argparse.ArgumentParser(add_help=False)
+    add_loss_weights(parser)
     add_method_arguments(parser)
     return vars(parser.parse_args([]))
 

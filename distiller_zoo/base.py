@@ -90,6 +90,9 @@ class Distiller(nn.Module):
     views = ()
     default_weights = (1.0, 0.0, 0.0)
     warmup = 0  # epochs over which the method's term is ramped in (DKD, ReviewKD, MKL set it)
+    # Flags the method reads that neither its add_arguments nor its bases' add (--kd_T, --init_epochs, another
+    # method's flags such as CRD's for CC and NORM+CRD); collected over the bases too (``flag_dests``).
+    reads_flags = ('kd_T',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__()
@@ -107,6 +110,19 @@ class Distiller(nn.Module):
         """Flags of this method's own (e.g. DKD's --dkd_alpha), added to train_student.py's parser by
         ``add_method_arguments``, which asks each class defining this method once (subclasses share it).
         Every method's flags are on the parser, so a flag name must not clash with another method's."""
+
+    @classmethod
+    def flag_dests(cls, parser):
+        """Destinations of every flag this method reads, in the parser's order: those that the add_arguments
+        of this class and of its bases put on ``parser`` (through ``add_method_arguments``), and their
+        ``reads_flags``. Run folder names and the recorded settings ask this, so a flag keeps counting when
+        it moves from train_student.py into the method's add_arguments."""
+        added = getattr(parser, 'flags_added_by', {})
+        dests = set()
+        for klass in cls.__mro__:
+            dests.update(added.get(klass, ()))
+            dests.update(klass.__dict__.get('reads_flags', ()))
+        return [action.dest for action in parser._actions if action.dest in dests]
 
     @classmethod
     def defaults_for(cls, args):
@@ -210,23 +226,31 @@ class Distiller(nn.Module):
         raise NotImplementedError
 
 
-def add_method_arguments(parser, group=None):
-    """The loss weights (into ``group`` when given) and every method's own flags on ``parser``: each class
-    that defines ``add_arguments`` itself is asked once, so subclasses (norm_kd, the ++ variants) share
-    their base's flags without guards."""
-    weights = group or parser.add_argument_group('loss weights')
-    weights.add_argument('-r', '--gamma', '-c', '--cls', dest='gamma', type=float, default=None,
-                         help='weight of the cross-entropy on labels')
-    weights.add_argument('-a', '--alpha', '-d', '--div', dest='alpha', type=float, default=None,
-                         help='weight of the KD (KL) term')
-    weights.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
-    weights.add_argument('--kd_T', type=float, default=4, help='KD temperature')
-    weights.add_argument('--init_epochs', type=int, default=None,
-                         help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
-    owners = dict.fromkeys(klass for cls in DISTILLERS.values() for klass in cls.__mro__
+def add_loss_weights(group):
+    """The flags every method reads: -r/-a/-b, --kd_T and --init_epochs."""
+    group.add_argument('-r', '--gamma', '-c', '--cls', dest='gamma', type=float, default=None,
+                       help='weight of the cross-entropy on labels')
+    group.add_argument('-a', '--alpha', '-d', '--div', dest='alpha', type=float, default=None,
+                       help='weight of the KD (KL) term')
+    group.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
+    group.add_argument('--kd_T', type=float, default=4, help='KD temperature')
+    group.add_argument('--init_epochs', type=int, default=None,
+                       help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
+
+
+def add_method_arguments(parser, methods=None):
+    """Every method's own flags on ``parser`` (of ``methods``, default every registered one): each class that
+    defines ``add_arguments`` itself is asked once, so subclasses (norm_kd, the ++ variants) share their
+    base's flags without guards."""
+    owners = dict.fromkeys(klass for cls in (methods or DISTILLERS).values() for klass in cls.__mro__
                            if 'add_arguments' in vars(klass) and klass is not Distiller)
+    # Which class added which destinations, for ``Distiller.flag_dests`` (run folder names, the report).
+    parser.flags_added_by = getattr(parser, 'flags_added_by', {})
     for klass in owners:
+        before = set(map(id, parser._actions))
         klass.add_arguments(parser)
+        parser.flags_added_by[klass] = [action.dest for action in parser._actions if id(action) not in before]
+    return parser
 
 
 def settle(method, args):

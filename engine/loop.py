@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from helper import distributed
+from helper import console, distributed
 from helper.checkpoint import atomic_save, load_checkpoint
 from helper.errors import CheckpointError, KDZooError, NonFiniteLossError
+from helper.logger import _duration
 from helper.metrics import RunningSums, correct_topk
+from helper.provenance import state_dict_sha256
 from helper.runtime import autocast
 from helper.schedule import learning_rate_at, set_learning_rate
 from models.weights import extract_state_dict, load_state_strictly
@@ -49,6 +51,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
         self.dist = distributed.current()
         self.state = dict(epoch=0, best_acc=0.0, best_top5=0.0, best_epoch=0, history=[], wall_time=0.0)
+        self.clock = None  # (time, steps) at the start of fit, for the --print_freq lines' ETA
 
     # ---- resume -------------------------------------------------------------------------------
     def resume(self, path):
@@ -119,6 +122,8 @@ class Trainer:
             distributed.broadcast_state(self.objective, self.objective.rebuilt_prefixes)
         progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
                         leave=False)
+        self.clock = dict(start=time.time(), total=steps, done=0)
+        console.commit()  # the command was not refused: log.txt from here on
         try:
             for epoch in range(first, self.epochs + 1):
                 started = time.time()
@@ -148,8 +153,19 @@ class Trainer:
         finally:
             progress.close()
         if self.stage == 'main' and self.dist.is_main:
-            self.logger.finish(state, status='finished')
+            self.logger.finish(state, status='finished', weights=self.weights_sha256())
         return state
+
+    def weights_sha256(self):
+        """sha256 (helper/provenance.state_dict_sha256) of the last weights and of <name>_best.pth's: a
+        student that loads either as its teacher records the same hash, which ties it to this run."""
+        hashes = dict(last=state_dict_sha256(self.objective.model.state_dict()))
+        try:
+            best = load_checkpoint(self.files.best, 'best checkpoint')
+            hashes['best'] = state_dict_sha256(best['model'])
+        except (CheckpointError, KeyError, TypeError):
+            pass  # a missing or odd best file leaves only 'last'
+        return hashes
 
     def train_epoch(self, epoch, progress):
         self.objective.train()
@@ -160,6 +176,7 @@ class Trainer:
         check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
         first_bad = torch.full((), -1, device=self.device)
         params = [p for group in self.optimizer.param_groups for p in group['params']]
+        window = dict(time=time.time(), images=0)  # images since the last --print_freq line
         for step, batch in enumerate(self.data.train, 1):
             with autocast(self.device, self.precision):
                 out = self.objective.step(batch, epoch)
@@ -183,17 +200,37 @@ class Trainer:
             with autocast(self.device, self.precision):
                 self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
             n = batch.targets.size(0)
+            window['images'] += n * self.dist.world_size
             top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
             sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
             if step % check_every == 0 or step == len(self.data.train):
                 self._stop_if_not_finite(first_bad, epoch, out.losses)
+            self.clock['done'] += 1
             if step % self.args.print_freq == 0:
-                means = sums.means()
+                means = sums.means()  # waits for the device, so the time below covers the finished steps
                 progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+                if self.dist.is_main:
+                    self.logger.step(self.step_line(epoch, step, means, window), progress)
+                window = dict(time=time.time(), images=0)
             progress.update(1)
         if self.dist.enabled:
             return self._global_means(sums)
         return sums.means()
+
+    def step_line(self, epoch, step, means, window):
+        """'epoch 3 step 100/782  loss 2.3456 (ce 1.2000, kd 1.1456)  top-1 45.3%  lr 0.05  1234 img/s
+        eta 1h23m': running means of this epoch (this process's share), images/s of the whole job since the
+        last line, and the time left in this stage at the mean pace so far. (Not 'epoch 3/240', which
+        starts the epoch's closing line.)"""
+        now = time.time()
+        terms = ', '.join(f"{k} {v:.4f}" for k, v in means.items() if k not in ('loss', 'top1'))
+        rate = window['images'] / max(now - window['time'], 1e-9)
+        clock = self.clock
+        eta = (now - clock['start']) / max(clock['done'], 1) * max(clock['total'] - clock['done'], 0)
+        stage = '' if self.stage == 'main' else f"{self.stage} "
+        return (f"{stage}epoch {epoch} step {step}/{len(self.data.train)}  loss {means['loss']:.4f}"
+                f"{f' ({terms})' if terms else ''}  top-1 {means['top1']:.1f}%  "
+                f"lr {self.optimizer.param_groups[0]['lr']:.4g}  {rate:.0f} img/s  eta {_duration(eta)}")
 
     def _global_means(self, sums):
         """The epoch's training means over every process's samples."""
@@ -235,6 +272,9 @@ class Trainer:
         model_state = self.objective.model.state_dict()
         extras = self.objective.checkpoint_extras()
         common = dict(model=model_state, epoch=epoch, **extras)
+        provenance = getattr(self.logger, 'provenance', None)
+        if provenance:  # what ran, on what: see helper/provenance.py
+            common['provenance'] = provenance
         resume = dict(self.state, objective=self.objective.resume_state(),
                       scaler=self.scaler.state_dict() if self.scaler else None)
         last = dict(common, optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume)
@@ -274,5 +314,12 @@ def evaluate_predictions(predict, loader, device, precision):
 
 def _plain(values):
     """Arguments as plain Python values, so checkpoints load with torch.load(weights_only=True)."""
-    return {k: v if isinstance(v, (int, float, str, bool, type(None), list, tuple)) else str(v)
-            for k, v in values.items()}
+    return {k: v if _is_plain(v) else str(v) for k, v in values.items()}
+
+
+def _is_plain(value):
+    if isinstance(value, dict):  # e.g. the resolved defaults: kept when plain all through
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, (int, float, str, bool, type(None)))

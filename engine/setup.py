@@ -6,7 +6,8 @@ import torch
 from dataset import build_data
 from helper import distributed, sync_bn
 from helper.checkpoint import load_checkpoint
-from helper.runtime import draw_seed, resolve_precision, seed_everything, select_device
+from helper.provenance import provenance
+from helper.runtime import draw_seed, memory_format, resolve_precision, seed_everything, select_device
 
 
 def seed_for_run(args, resume_path):
@@ -37,6 +38,19 @@ def devices_and_data(args, **data_options):
                       num_workers=num_workers, seed=args.seed, channels_last=precision != 'fp32', dali=args.dali,
                       rank=job.rank, world_size=job.world_size, **data_options)
     return device, precision, data
+
+
+def run_provenance(device, precision, data, teacher=None):
+    """What this run computes with (helper/provenance.py): for metrics.json, the checkpoints and log.txt."""
+    return provenance(device, precision, resolve_precision('auto', device), memory_format(precision), data,
+                      teacher=teacher, processes=distributed.current().world_size)
+
+
+def resolved_defaults(parse, identity):
+    """The arguments a script resolves from ``identity`` alone (its networks and data set): the defaults a run
+    is compared with to label it and to name its folder. ``parse`` is the script's own parsing."""
+    return {k: v for k, v in vars(parse(identity)).items()
+            if isinstance(v, (int, float, str, bool, type(None), list, tuple))}
 
 
 def synchronise_batchnorm(objective, args, device):

@@ -5,7 +5,6 @@ under "centers") and records which teacher weights (a SHA-256), data set and cla
 so that centres of another teacher are refused instead of silently used (ND's scripts load resnet56's
 centres whatever the teacher).
 """
-import hashlib
 import json
 import os
 import time
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from . import distributed
 from .checkpoint import atomic_write
 from .errors import KDZooError
+from .provenance import state_dict_sha256
 
 CENTERS_FORMAT = 'kdzoo ND class centres, version 1'
 CENTERS_SUFFIX = '_center_emb_train.json'
@@ -61,12 +61,7 @@ def compute_centers(teacher, train_loader, num_classes):
 def teacher_fingerprint(model):
     """SHA-256 of a network's weights and buffers (names, dtypes, shapes, values): the same for the same weights
     whatever file, device or memory layout they come from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)};'.encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return state_dict_sha256(model.state_dict())  # the hash metrics.json records of a student's teacher
 
 
 def default_centers_path(path_t):

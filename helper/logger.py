@@ -1,14 +1,36 @@
-"""Run output: one console line per epoch, TensorBoard scalars and the metrics JSON."""
+"""Run output: one console line per epoch, a line every --print_freq steps, TensorBoard scalars, the
+metrics JSON (with the run's settings and provenance, helper/provenance.py) and log.txt (helper/console.py)."""
+import json
+import sys
+
+from . import console, distributed
+from .provenance import describe_run
 from .run_files import RunFiles
 
 
 class RunLogger:
-    def __init__(self, files: RunFiles, args, num_params, tensorboard=True):
+    def __init__(self, files: RunFiles, args, num_params, tensorboard=True, provenance=None):
         self.files = files
         self.args = args
         self.num_params = num_params
         self.tensorboard = tensorboard
         self.writer = None  # opened at the first epoch's end, so a run refused at start writes nothing
+        self.provenance = provenance
+        self.run = describe_run(vars(args), provenance)
+        self.weights = None  # sha256 of the saved weights, once the run has finished
+        if distributed.current().is_main:
+            arguments = {k: v for k, v in vars(args).items() if _is_plain(v)}
+            console.log_only(f"arguments: {json.dumps(arguments, default=str)}")
+            console.log_only(f"run: {json.dumps(self.run, default=str)}")
+            console.log_only(f"provenance: {json.dumps(provenance, default=str)}")
+
+    def step(self, line, progress):
+        """A --print_freq line: printed where stdout is not a terminal (a batch job's file), logged always;
+        on a terminal tqdm's bar shows the progress instead."""
+        if sys.stdout.isatty():
+            console.log_only(line)
+        else:
+            progress.write(line)
 
     def epoch_end(self, record, state, progress, stage='main', epochs=None):
         epoch, epochs = record['epoch'], epochs or self.args.epochs
@@ -47,10 +69,16 @@ class RunLogger:
             wall_time_s=round(state['wall_time'], 2),
             num_params=self.num_params,
             args={k: v for k, v in vars(self.args).items() if _is_plain(v)},
+            run=self.run,
+            provenance=self.provenance,
+            **({'weights_sha256': self.weights} if self.weights else {}),
             history=state['history'],
         ))
 
-    def finish(self, state, status):
+    def finish(self, state, status, weights=None):
+        """The closing metrics.json; ``weights`` ({'last', 'best'}: sha256 of the saved weights) lets a
+        student's recorded teacher hash find the run that trained its teacher."""
+        self.weights = weights or self.weights
         self.write(state, status)
         if self.writer is not None:
             self.writer.close()

@@ -1,18 +1,23 @@
 """The save/ layout: run folders and file names, as RepDistiller and the SimKD repo lay them out.
 
     save/teachers/models/<model>_vanilla/              <model>_best.pth, ckpt_epoch_<N>.pth, <model>_last.pth,
-                                                       metrics.json
+                                                       metrics.json, log.txt
     save/teachers/tensorboard/<model>_vanilla/
-    save/students/models/S:<s>_T:<t>_<dataset>_<distill>_r:<r>_a:<a>_b:<b>_<trial>/   (same files)
+    save/students/models/S:<s>_T:<t>_<dataset>_<distill>_r:<r>_a:<a>_b:<b>[_<flag>:<value>...]_<trial>/
+                                                       (same files)
     save/students/tensorboard/<same name>/
 
 A teacher on CIFAR-100 with trial 0 uses the short folder the seeds' commands point --path_t at
-(``resnet32x4_vanilla``); other data sets and trials add ``_<dataset>_trial_<trial>``.
+(``resnet32x4_vanilla``); other data sets and trials add ``_<dataset>_trial_<trial>``. A student folder is
+the SimKD repo's name while the method's own flags keep their defaults; each flag that differs is added
+before the trial (``..._b:1_f:8_0``), so runs that differ in a method flag never share a folder.
 """
+import hashlib
 import json
 import os
 import sys
 
+from . import console
 from .checkpoint import atomic_write
 from .errors import KDZooError
 
@@ -26,23 +31,45 @@ def teacher_run_name(model, dataset, trial):
     return f'{model}_vanilla_{dataset}_trial_{trial}'
 
 
+# Longer flag parts are replaced by a hash of themselves: file names stop at 255 bytes.
+MAX_FLAGS_CHARS = 120
+
+
 def _fmt(weight):
-    return f'{weight:g}' if isinstance(weight, float) else str(weight)
+    if isinstance(weight, bool):
+        return str(int(weight))
+    if isinstance(weight, float):
+        return f'{weight:g}'
+    if isinstance(weight, (list, tuple)):
+        return ','.join(_fmt(w) for w in weight)
+    return str(weight).replace('/', '-').replace(os.sep, '-')
 
 
-def student_run_name(student, teacher, dataset, distill, gamma, alpha, beta, trial):
+def flag_parts(flags):
+    """``[(name, value), ...]`` -> ``_name:value...``; a switch that is on is its name alone."""
+    parts = ''.join(f'_{name}' if value is True else f'_{name}{SEP}{_fmt(value)}' for name, value in flags)
+    if len(parts) > MAX_FLAGS_CHARS:
+        parts = f'_flags{SEP}' + hashlib.sha256(parts.encode()).hexdigest()[:12]
+    return parts
+
+
+def student_run_name(student, teacher, dataset, distill, gamma, alpha, beta, trial, flags=()):
+    """The SimKD repo's folder name, plus ``flags`` (the method flags that differ from its defaults)."""
     return (f'S{SEP}{student}_T{SEP}{teacher}_{dataset}_{distill}_r{SEP}{_fmt(gamma)}_a{SEP}{_fmt(alpha)}'
-            f'_b{SEP}{_fmt(beta)}_{trial}')
+            f'_b{SEP}{_fmt(beta)}{flag_parts(flags)}_{trial}')
 
 
 class RunFiles:
     def __init__(self, save_root, kind, run_name, model_name):
+        self.kind = kind
         self.folder = os.path.join(save_root, kind, 'models', run_name)
         self.tensorboard = os.path.join(save_root, kind, 'tensorboard', run_name)
         self.model_name = model_name
         self.best = os.path.join(self.folder, f'{model_name}_best.pth')
         self.last = os.path.join(self.folder, f'{model_name}_last.pth')
         self.metrics = os.path.join(self.folder, 'metrics.json')
+        self.log = os.path.join(self.folder, console.LOG_NAME)
+        self.fresh_log = False  # --overwrite: the old run's log goes too
 
     def stage_checkpoint(self, stage):
         """Resume file of a preliminary stage (the init stage of AB, FT, FSP)."""
@@ -63,6 +90,7 @@ class RunFiles:
 
     def refuse_overwrite(self, resume, overwrite):
         """A new run never writes over an existing one unless asked to."""
+        self.fresh_log = bool(overwrite and not resume)
         if not resume and not overwrite and os.path.isfile(self.last):
             raise KDZooError(f"'{self.folder}' already holds a run; continue it with --resume auto, start "
                              f"afresh there with --overwrite, or pick another --trial")
@@ -78,6 +106,7 @@ class RunFiles:
             except OSError as err:
                 raise KDZooError(f"cannot write to '{folder}' ({err.strerror}); pass --save_root with a "
                                  f"writable folder") from None
+        console.attach(self.log, fresh=self.fresh_log)
 
     def write_metrics(self, summary):
         atomic_write(self.metrics, lambda f: json.dump(summary, f, indent=2))

@@ -11,8 +11,8 @@
 #
 # Weights: the NORM README's -r 0.1 -a 0 -b 1.0 -s 8 (N = 8). NORM+KD adds -a 1: NORM does not publish its
 # value, this is norm_kd's default. NORM+CRD weighs CRD by -c 2.5 (NORM's code; with the norm names -c means
-# --ceta). The plain-FT runs have the same method name and weights as the default-FT runs, so tools/report.py
-# would average them into one row: they are written under their own save root. Summarise with
+# --ceta). The plain-FT runs are written under their own save root, a table of their own (under save/ they
+# would be a row of their own too: their folder and report row carry plain_ft). Summarise with
 #   python tools/report.py                            # NORM, NORM+KD, NORM+CRD, student w/ 1 default FT
 #                                                     # (norm r=1, a=0, b=0); NORM reports the best epoch
 #   python tools/report.py --save_root save_plain_ft  # NORM with the plain FT, student w/ 1 plain FT

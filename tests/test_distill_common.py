@@ -130,5 +130,5 @@ def test_cli_run_on_fake_cifar(teacher_path, tmp_path, fake_cifar):
                         '--data_folder', fake_cifar, '--save_root', tmp_path / 'save', cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert 'teacher resnet8: top-1' in result.stdout and 'student resnet8: last top-1' in result.stdout
-    folder = tmp_path / 'save' / 'students' / 'models' / 'S:resnet8_T:resnet8_cifar100_crd_r:1_a:0_b:0.8_0'
+    folder = tmp_path / 'save' / 'students' / 'models' / 'S:resnet8_T:resnet8_cifar100_crd_r:1_a:0_b:0.8_nce_k:64_0'
     assert (folder / 'resnet8_best.pth').exists() and (folder / 'metrics.json').exists()

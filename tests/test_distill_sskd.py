@@ -282,7 +282,7 @@ def test_end_to_end_two_stages(tmp_path):
                                     'digits', '--t-epoch', '1', '--epochs', '1', '--batch_size', '32',
                                     '--deterministic', '--precision', 'fp32', '--skip-validation',
                                     '--save_root', str(tmp_path)])
-    folder = tmp_path / 'students' / 'models' / 'S:resnet8_T:resnet8_digits_sskd_r:0.1_a:0.9_b:10_0'
+    folder = tmp_path / 'students' / 'models' / 'S:resnet8_T:resnet8_digits_sskd_r:0.1_a:0.9_b:10_init_epochs:1_0'
     init = torch.load(folder / 'resnet8_init.pth', weights_only=True)
     last = torch.load(folder / 'resnet8_last.pth', weights_only=True)
     before = built['state']
