@@ -19,7 +19,7 @@ import torch
 from distiller_zoo import DISTILLERS
 from distiller_zoo.base import run_network
 from helper.args import parser_for, resolve_common_args
-from helper.checkpoint import atomic_save, load_weights
+from helper.checkpoint import atomic_save, check_file, load_weights
 from helper.distributed import current, launch
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
@@ -139,11 +139,12 @@ def main(argv=None):
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = DISTILLERS[args.distill]
+    check_file(args.path_t, '--path_t')  # a missing teacher, or a folder, is said before any data is read
     run_name = student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
                                 args.beta, args.trial)
     files = RunFiles(args.save_root, 'students', run_name, args.model_s)
     files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume) if args.resume else None
+    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args, **method_cls.data_options(args))
     objective = build_objective(args, data, device, precision)
@@ -165,9 +166,8 @@ def train(args):
                       precision)
     if resume_path and resume_path != files.stage_checkpoint('init'):
         trainer.resume(resume_path)
-    state = trainer.fit()
-    if current().is_main:
-        export_deployable(objective, args, files, state)
+    # The deployable network is written before 'finished', so that --resume auto redoes it after a kill.
+    state = trainer.fit(closing=lambda state: export_deployable(objective, args, files, state))
     last = state['history'][-1]
     print(f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
           f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")

@@ -26,8 +26,10 @@ def read_split(folder, split):
     try:
         with open(path, 'rb') as f:
             entry = pickle.load(f, encoding='bytes')
-        data = np.asarray(entry[b'data'], dtype=np.uint8)
-        labels = np.asarray(entry[b'fine_labels'], dtype=np.int64)
+        # The archive was pickled by Python 2 (byte-string keys); a copy re-pickled by Python 3 has str keys.
+        entry = {key.decode('latin1') if isinstance(key, bytes) else key: value for key, value in entry.items()}
+        data = np.asarray(entry['data'], dtype=np.uint8)
+        labels = np.asarray(entry['fine_labels'], dtype=np.int64)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError,
             IndexError) as err:
         raise DatasetError(f"cannot read CIFAR-100 file {path} ({type(err).__name__}: {err}); delete the "
