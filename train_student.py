@@ -70,6 +70,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.path_t is None:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
+    if os.path.isdir(args.path_t):  # said before the architecture is parsed from the path, which a folder is not
+        check_file(args.path_t, '--path_t')
     if args.distill not in DISTILLERS:
         close = difflib.get_close_matches(args.distill, list(DISTILLERS), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ''
