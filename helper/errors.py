@@ -43,9 +43,10 @@ def run_cli(main, argv=None):
             sys.exit(getattr(err, 'exit_status', 2))  # 2: a mistake to fix; 1: a job or a disk that failed
         except KeyboardInterrupt as err:
             signum = getattr(err, 'signum', None) or signals.received() or signal.SIGINT
-            detail = getattr(err, 'detail', None) or "the last completed epoch is saved; continue with --resume auto"
+            detail = getattr(err, 'detail', None)  # what a training loop kept; nothing to add elsewhere
             if _prints_for_the_job():
-                print(f"interrupted by {signal.Signals(signum).name}: {detail}", file=sys.stderr)
+                print(f"interrupted by {signal.Signals(signum).name}{': ' + detail if detail else ''}",
+                      file=sys.stderr)
             sys.exit(128 + signum)
 
 
