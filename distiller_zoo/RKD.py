@@ -65,7 +65,7 @@ class RKD(Distiller):
 
     @staticmethod
     def settings(args):
-        if args.batch_size < 2:
+        if args.batch_size is not None and args.batch_size < 2:  # None: the data set's default, resolved later
             raise KDZooError("RKD compares the samples of a batch in pairs and triplets, so it needs --batch_size "
                              "2 or more")
 
