@@ -187,7 +187,7 @@ def setup(args):
         files = OnlineRunFiles(args.save_root, online_run_name(args.arch, len(args.peers), method, args.dataset,
                                                                args.trial), args.arch, args.peers)
     files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume) if args.resume else None
+    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args)
     if not args.baseline and not args.one:  # ONE draws plain shuffled batches

@@ -22,7 +22,7 @@ from engine.loop import Trainer, evaluate_predictions
 from engine.objective import DistillObjective, InitStageObjective
 from engine.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
                           synchronise_batchnorm)
-from helper.checkpoint import atomic_save
+from helper.checkpoint import atomic_save, check_file
 from helper.console import logged
 from helper.distributed import current
 from helper.errors import KDZooError, run_cli
@@ -97,6 +97,8 @@ def _parse(parser, argv):
     args.distill = chosen
     if args.path_t is None:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
+    if os.path.isdir(args.path_t):  # said before the architecture is parsed from the path, which a folder is not
+        check_file(args.path_t, '--path_t')
     args.model_s = check_model_name(args.model_s, args.dataset, '--model_s')
     args.model_t = args.model_t or model_name_from_path(args.path_t)
     if args.model_t is None:
@@ -142,9 +144,10 @@ def run_name(args):
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = DISTILLERS[args.distill]
+    check_file(args.path_t, '--path_t')  # a missing teacher, or a folder, is said before any data is read
     files = RunFiles(args.save_root, 'students', run_name(args), args.model_s)
     files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume) if args.resume else None
+    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args, **method_cls.data_options(args))
     objective = build_objective(args, data, device, precision, method_cls)
@@ -167,9 +170,8 @@ def train(args):
                       precision)
     if resume_path and resume_path != files.stage_checkpoint('init'):
         trainer.resume(resume_path)
-    state = trainer.fit()
-    if current().is_main:
-        export_deployable(objective, args, files, state, logger.provenance)
+    # The deployable network is written before 'finished', so that --resume auto redoes it after a kill.
+    state = trainer.fit(closing=lambda state: export_deployable(objective, args, files, state, logger.provenance))
     last = state['history'][-1]
     print(f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
           f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")

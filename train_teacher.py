@@ -45,7 +45,7 @@ def train(args):
     files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
                      args.model)
     files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume) if args.resume else None
+    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
     seed_for_run(args, resume_path)
     device, precision, data = devices_and_data(args)
 

@@ -33,8 +33,10 @@ def read_batches(paths, label_key, num_classes, name, folder_name):
         try:
             with open(path, 'rb') as f:
                 entry = pickle.load(f, encoding='bytes')
-            data = np.asarray(entry[b'data'], dtype=np.uint8)
-            batch_labels = np.asarray(entry[label_key], dtype=np.int64)
+            # The archives were pickled by Python 2 (byte-string keys); a copy re-pickled by Python 3 has str keys.
+            entry = {key.decode('latin1') if isinstance(key, bytes) else key: value for key, value in entry.items()}
+            data = np.asarray(entry['data'], dtype=np.uint8)
+            batch_labels = np.asarray(entry[label_key.decode('latin1')], dtype=np.int64)
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError,
                 IndexError) as err:
             raise DatasetError(f"cannot read {name} file {path} ({type(err).__name__}: {err}); delete the "

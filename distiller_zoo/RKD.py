@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper import distributed
+from helper.errors import KDZooError
 from .base import Distiller, register
 
 __all__ = ['RKDLoss', 'RKD']
@@ -55,13 +57,25 @@ class RKDLoss(nn.Module):
 class RKD(Distiller):
     """Relational KD between the pooled features ``feats[-1]``, inner weights 25 (distance) and 50 (angle).
 
-    A batch of one sample has no pairs (RepDistiller's loss is NaN there); its term is zero.
+    A batch of one sample has no pairs (RepDistiller's loss is NaN there); its term is zero. So --batch_size 1
+    (or one image per process) is refused: the run would train with cross-entropy alone.
     """
     needs_feats = True
     default_weights = (1.0, 0.0, 1.0)
 
+    @staticmethod
+    def settings(args):
+        if args.batch_size is not None and args.batch_size < 2:  # None: the data set's default, resolved later
+            raise KDZooError("RKD compares the samples of a batch in pairs and triplets, so it needs --batch_size "
+                             "2 or more")
+
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
+        world_size = distributed.current().world_size
+        if args.batch_size // world_size < 2:  # each process relates its own share of the batch
+            raise KDZooError(f"RKD compares the samples of a batch in pairs, so each process needs 2 or more, but "
+                             f"--batch_size {args.batch_size} gives {args.batch_size // world_size} to each of "
+                             f"{world_size}; pass --batch_size {2 * world_size} or more")
         self.criterion = RKDLoss(w_d=25, w_a=50)
 
     def method_loss(self, out_s, out_t, batch, epoch):

@@ -34,10 +34,14 @@ import torch.distributed as dist
 
 from helper import distributed
 from helper.distributed import EXIT_GAVE_UP, Heartbeat, barrier_patient, timeouts
+from helper import signals
 from helper.errors import KDZooError
 
 KILL_GRACE_S = 5         # SIGTERM, then SIGKILL after this long
-EXIT_USER_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+# When the job itself is stopped, the workers get longer to finish the checkpoint they are writing (SLURM and
+# Kubernetes kill after 30 s by default; a worker with nothing to write stops within a second).
+STOP_GRACE_S = 25
+EXIT_USER_ERROR, EXIT_FAILED = 2, 1  # a stop signal: 128 + its number (130, 143)
 
 
 class JobFailedError(KDZooError):
@@ -200,6 +204,9 @@ def _worker(local_rank, args, train, plan, slots, channels):
     line, or rank 0's result). Exit status 0, 2 (user error), 3 (lost the other ranks), 1 (a bug)."""
     channel = channels[local_rank]
     _die_with_parent()
+    # SIGTERM from the watcher (or a scheduler) stops this worker as SIGINT does: rank 0 records
+    # 'interrupted' and tells the watcher what it kept.
+    signals.install()
     # tqdm would make a multiprocessing lock (a named semaphore) that a worker stopped by a signal never
     # releases, and Python's resource tracker would then warn about it after the job; a thread lock will do.
     from tqdm import tqdm
@@ -214,12 +221,20 @@ def _worker(local_rank, args, train, plan, slots, channels):
         if rank == plan.first_rank:
             channel.send(('result', result))
     except KDZooError as err:
-        channel.send(('error', (rank, str(err))))
+        channel.send(('error', (rank, str(err), getattr(err, 'exit_status', EXIT_USER_ERROR))))
         sys.stdout.flush()
         os._exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        os._exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, 'signum', None) or signals.received() or signal.SIGINT
+        if rank == 0 and getattr(err, 'detail', None):
+            channel.send(('interrupted', err.detail))
+        sys.stdout.flush()
+        os._exit(128 + signum)
     except BaseException as err:
+        if signals.received() is not None:
+            # Stopping on a signal, and a collective broke because another rank stopped first.
+            sys.stdout.flush()
+            os._exit(128 + signals.received())
         if _lost_peer(err):
             # Another rank died or hung and the connection to it broke or timed out: that rank is the cause,
             # and the watcher names it; no traceback for this one.
@@ -263,7 +278,7 @@ def _spawn(args, train, plan):
     context = mp.start_processes(_worker, args=(args, train, plan, slots, [w for _, w in pipes]), nprocs=plan.nproc,
                                  join=False, start_method='spawn')
     processes = context.processes
-    received = {'result': [], 'error': []}
+    received = {'result': [], 'error': [], 'interrupted': []}
 
     def collect():  # read while the workers run: a large result would otherwise fill its pipe
         for reader, _ in pipes:
@@ -275,15 +290,21 @@ def _spawn(args, train, plan):
                 pass
     try:
         failure = _watch(processes, slots, plan, collect)
-    except KeyboardInterrupt:
-        _stop(processes)
-        raise
+    except KeyboardInterrupt as err:
+        # Ctrl-C reaches the workers too (one process group); SIGTERM (a scheduler, kill) only this process,
+        # so pass it on: the workers stop as on SIGINT, and rank 0 records 'interrupted' and says what it kept.
+        _stop(processes, STOP_GRACE_S)
+        collect()
+        raise signals.Interrupted(getattr(err, 'signum', None) or signals.received() or signal.SIGINT,
+                                  received['interrupted'][0] if received['interrupted'] else None) from None
     if failure is not None:
         _stop(processes)
         collect()
         if received['error']:
-            rank, message = min(received['error'])
-            raise KDZooError(message)
+            rank, message, status = min(received['error'])
+            error = KDZooError(message)
+            error.exit_status = status
+            raise error
         raise JobFailedError(failure)
     collect()
     for process in processes:
@@ -300,6 +321,8 @@ def _describe_exit(rank, process):
             how = f"was killed by signal {-code}"
     elif code == EXIT_GAVE_UP:
         how = "gave up waiting for the other ranks"
+    elif code - 128 in (signal.SIGINT, signal.SIGTERM):
+        how = f"was stopped by {signal.Signals(code - 128).name}"
     elif code == EXIT_USER_ERROR:
         how = "stopped with an error"
     else:
@@ -356,12 +379,12 @@ def _watch(processes, slots, plan, collect):
                     f"rank of another node, which died or hung; the job was stopped")
 
 
-def _stop(processes):
-    """SIGTERM every live worker, SIGKILL those still there after KILL_GRACE_S; reap them all."""
+def _stop(processes, grace_s=KILL_GRACE_S):
+    """SIGTERM every live worker, SIGKILL those still there after ``grace_s``; reap them all."""
     for p in processes:
         if p.exitcode is None:
             p.terminate()
-    deadline = time.time() + KILL_GRACE_S
+    deadline = time.time() + grace_s
     for p in processes:
         p.join(max(0.0, deadline - time.time()))
     for p in processes:

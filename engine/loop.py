@@ -7,20 +7,28 @@ Everything a rerun needs (weights, optimiser, method state, seed, history) is in
 and the data order is a function of (seed, epoch), so ``--resume`` reproduces the uninterrupted run.
 
 In a multi-process job (helper/distributed.py) every process runs this loop on its share of each global
-batch: gradients are averaged over the processes after ``backward``, the epoch's training and validation
-numbers are summed over them, a non-finite loss on any process stops all of them, and only rank 0 writes
-files while the others wait for it.
+batch: gradients are averaged over the processes after ``backward``, rank 0's BatchNorm statistics are
+given to every process before validation (so the recorded numbers describe the saved weights), the
+epoch's training and validation numbers are summed over the processes, a non-finite loss on any process
+stops all of them, and only rank 0 writes files while the others wait for it.
+
+Stopping. SIGINT/SIGTERM (helper/signals.py) wait for an epoch's writes to finish, then stop the run with
+``interrupted`` in metrics.json; a full disk stops it with the previous checkpoint intact. Either way
+metrics.json describes the epochs whose checkpoint is on disk. The closing writes (a deployable network,
+``finished``) come after the last checkpoint, and ``--resume auto`` redoes them for a run stopped between.
 """
 import math
+import os
+import signal
 import time
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from helper import console, distributed
+from helper import console, distributed, signals
 from helper.checkpoint import atomic_save, load_checkpoint
-from helper.errors import CheckpointError, KDZooError, NonFiniteLossError
+from helper.errors import CheckpointError, DiskFullError, KDZooError, NonFiniteLossError
 from helper.logger import _duration
 from helper.metrics import RunningSums, correct_topk
 from helper.provenance import state_dict_sha256
@@ -51,6 +59,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
         self.dist = distributed.current()
         self.state = dict(epoch=0, best_acc=0.0, best_top5=0.0, best_epoch=0, history=[], wall_time=0.0)
+        self.on_disk = _snapshot(self.state)  # the state as of the last epoch whose files were all written
+        self.resumed = False
+        self.finished = False
         self.clock = None  # (time, steps) at the start of fit, for the --print_freq lines' ETA
 
     # ---- resume -------------------------------------------------------------------------------
@@ -60,15 +71,21 @@ class Trainer:
         if saved is None:
             self.resume_from_weights(checkpoint, path)
             return
-        if saved['epoch'] >= self.epochs and self.stage == 'main':
-            raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {self.epochs} "
-                             f"epochs; nothing to resume (pass a larger --epochs to train on)")
+        if saved['epoch'] > self.epochs and self.stage == 'main':  # RunFiles.resume_path says so earlier
+            raise KDZooError(f"the run in '{path}' has trained {saved['epoch']} epochs, more than --epochs "
+                             f"{self.epochs}; nothing to resume (pass --epochs {saved['epoch']} or more)")
         self.objective.load_resume_state(checkpoint['model'], saved['objective'])
         self.optimizer.load_state_dict(checkpoint['optimizer'])
         if self.scaler is not None and saved.get('scaler'):
             self.scaler.load_state_dict(saved['scaler'])
         self.state = {k: saved[k] for k in self.state}
-        print(f"resumed {self.stage} stage from '{path}' after epoch {self.state['epoch']}")
+        self.on_disk = _snapshot(self.state)
+        self.resumed = True
+        if self.stage == 'main' and saved['epoch'] == self.epochs:
+            print(f"the run in '{path}' trained all {self.epochs} epochs but stopped before its closing writes; "
+                  f"finishing it")
+        else:
+            print(f"resumed {self.stage} stage from '{path}' after epoch {self.state['epoch']}")
 
     def resume_from_weights(self, checkpoint, path):
         """Continue a run another repo wrote (RepDistiller's ckpt_epoch_N.pth, mdistiller's ``latest`` or
@@ -113,7 +130,9 @@ class Trainer:
         return True
 
     # ---- the loop -----------------------------------------------------------------------------
-    def fit(self):
+    def fit(self, closing=None):
+        """Train the remaining epochs. The main stage then runs ``closing(state)`` on rank 0 (files made from
+        the final weights: SimKD's and NORM's deployable network) and only then writes ``finished``."""
         state = self.state
         first = state['epoch'] + 1
         steps = max(self.epochs - first + 1, 0) * len(self.data.train)
@@ -125,36 +144,106 @@ class Trainer:
         self.clock = dict(start=time.time(), total=steps, done=0)
         console.commit()  # the command was not refused: log.txt from here on
         try:
+            if self.resumed and self.stage == 'main' and self.dist.is_main and state['history']:
+                with signals.deferred():
+                    # What follows <name>_last.pth in an epoch (the online peers' files) may have been cut off
+                    # by the kill; write it again, and say that the run runs again.
+                    self.objective.after_epoch(state, self.files)
+                    self.logger.write(state, status='running')
             for epoch in range(first, self.epochs + 1):
                 started = time.time()
                 lr = self.lr_at(epoch)
                 set_learning_rate(self.optimizer, lr)
                 train = self.train_epoch(epoch, progress)
+                if self.dist.enabled:
+                    distributed.broadcast_batchnorm_buffers(self.objective, self.objective.rebuilt_prefixes)
                 if self.stage == 'main':
                     top1, top5, val_loss, extra = self.evaluate()
                 else:
                     top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
-                state['wall_time'] += time.time() - started
-                state['epoch'] = epoch
-                # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
-                if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
-                    state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
-                record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
-                              val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
-                              epoch_time=time.time() - started)
-                state['history'].append(record)
-                if self.dist.is_main:
-                    self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
-                    if self.stage == 'main':
-                        self.objective.after_epoch(state, self.files)
-                    self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
+                with signals.deferred():  # the epoch's state and all of its files change together
+                    state['wall_time'] += time.time() - started
+                    state['epoch'] = epoch
+                    # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
+                    if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
+                        state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
+                    record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
+                                  val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
+                                  epoch_time=time.time() - started)
+                    state['history'].append(record)
+                    if self.dist.is_main:
+                        self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
+                        if self.stage == 'main':
+                            self.objective.after_epoch(state, self.files)
+                    self.on_disk = _snapshot(state)  # the checkpoints hold this epoch now
+                    if self.dist.is_main:
+                        self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
                 if self.dist.enabled:
                     distributed.barrier_patient()  # the others wait while rank 0 writes
+            if self.stage == 'main' and self.dist.is_main:
+                with signals.deferred():
+                    if closing is not None:
+                        closing(state)
+                    self.logger.finish(state, status='finished', weights=self.weights_sha256())
+                    self.finished = True
+        except KeyboardInterrupt as err:
+            raise self._interrupted(getattr(err, 'signum', None)) from None
+        except DiskFullError as err:
+            self._record('stopped: disk full')
+            kept = self._kept()
+            if self.stage == 'main' and self.on_disk['epoch'] == self.epochs:
+                then = "finish the run with --resume auto once there is room"
+            else:
+                then = "continue with --resume auto once there is room" if kept else "start the run again then"
+            raise DiskFullError(f"{err}; {kept + '; ' if kept else ''}{then}") from None
+        except Exception:
+            if signals.received() is None:
+                raise
+            # A stop signal came first: this is a collective that broke because another process of the job
+            # stopped on it before this one did.
+            raise self._interrupted(signals.received()) from None
         finally:
             progress.close()
-        if self.stage == 'main' and self.dist.is_main:
-            self.logger.finish(state, status='finished', weights=self.weights_sha256())
         return state
+
+    def _kept(self):
+        """Where the last complete epoch is, in words; None when there is none."""
+        done = self.on_disk['epoch']
+        if done and self.stage == 'main':
+            return f"epoch {done} of {self.epochs} is saved in '{self.files.last}'"
+        if done:
+            return f"{self.stage} epoch {done} of {self.epochs} is saved in '{self.files.stage_checkpoint(self.stage)}'"
+        init = self.files.stage_checkpoint('init')
+        if self.stage == 'main' and os.path.isfile(init):
+            return f"the init stage is saved in '{init}'"
+        return None
+
+    def _interrupted(self, signum):
+        """The Interrupted to end the run with, after recording ``interrupted`` in metrics.json."""
+        signum = signum or signals.received() or signal.SIGINT
+        if self.finished:  # the signal came during the closing writes, which it let finish
+            return signals.Interrupted(signum, f"the run had finished; its files in '{self.files.folder}' are "
+                                               f"complete")
+        self._record('interrupted')
+        kept = self._kept()
+        detail = (f"{kept}; continue with --resume auto" if kept else
+                  "no epoch had finished, so nothing was saved; start the run again")
+        return signals.Interrupted(signum, detail)
+
+    def _record(self, status):
+        """Write ``status`` to metrics.json, over the epochs whose checkpoints are on disk (rank 0, main
+        stage). Best effort: when even this does not fit on the disk, the error that stopped the run is the
+        one to report."""
+        if self.stage != 'main' or not self.dist.is_main:
+            return
+        with signals.deferred(then_raise=False):
+            try:
+                self.logger.finish(self.on_disk, status=status)
+            except (OSError, KDZooError):
+                try:  # TensorBoard's file could not be closed (a full disk); the small metrics.json may still fit
+                    self.logger.write(self.on_disk, status=status)
+                except (OSError, KDZooError):
+                    pass
 
     def weights_sha256(self):
         """sha256 (helper/provenance.state_dict_sha256) of the last weights and of <name>_best.pth's: a
@@ -251,8 +340,7 @@ class Trainer:
         if bad_step < 0:
             return
         terms = ', '.join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        if self.dist.is_main:
-            self.logger.finish(self.state, status=f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
+        self._record(f'stopped: non-finite loss at epoch {epoch} step {bad_step}')
         where = self.files.last if self.stage == 'main' else self.files.stage_checkpoint(self.stage)
         kept = (f"the last good checkpoint is '{where}' (epoch {self.state['epoch']})"
                 if self.state['epoch'] else "no epoch had finished, so no checkpoint was written")
@@ -275,7 +363,7 @@ class Trainer:
         provenance = getattr(self.logger, 'provenance', None)
         if provenance:  # what ran, on what: see helper/provenance.py
             common['provenance'] = provenance
-        resume = dict(self.state, objective=self.objective.resume_state(),
+        resume = dict(self.state, stage=self.stage, objective=self.objective.resume_state(),
                       scaler=self.scaler.state_dict() if self.scaler else None)
         last = dict(common, optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume)
         if self.stage != 'main':
@@ -310,6 +398,11 @@ def evaluate_predictions(predict, loader, device, precision):
     if count == 0:
         return 0.0, 0.0, math.nan
     return 100.0 * float(correct1) / count, 100.0 * float(correct5) / count, float(loss_sum) / count
+
+
+def _snapshot(state):
+    """A copy of the loop's state that later epochs do not change (records are never modified)."""
+    return dict(state, history=list(state['history']))
 
 
 def _plain(values):

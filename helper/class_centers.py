@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, remove_stale_temporaries
 from .errors import KDZooError
 from .provenance import state_dict_sha256
 
@@ -85,6 +85,7 @@ def write_centers(path, centers, record):
     written to a temporary file and renamed, so a crash never leaves half a file."""
     content = dict(format=CENTERS_FORMAT, **record, num_classes=centers.shape[0], dim=centers.shape[1],
                    centers={str(k): row for k, row in enumerate(centers.tolist())})
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))  # of earlier writes here that were killed
     atomic_write(path, lambda f: json.dump(content, f))
 
 

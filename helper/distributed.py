@@ -250,6 +250,27 @@ def broadcast_state(module, skip_prefixes=()):
             dist.broadcast(tensor.data, src=0)
 
 
+def broadcast_batchnorm_buffers(module, skip_prefixes=()):
+    """Rank 0's running statistics of every BatchNorm layer (not under ``skip_prefixes``) on every rank, as
+    DistributedDataParallel keeps them (it broadcasts rank 0's buffers before each forward). Without
+    --sync-bn each rank's statistics follow its own share of the batches; only rank 0's are saved, so every
+    rank must validate with them for the recorded numbers to describe the saved file."""
+    skip = tuple(skip_prefixes)
+    groups = {}
+    for name, layer in module.named_modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and not (name + '.').startswith(skip):
+            for buffer in layer.buffers(recurse=False):
+                groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+    for group in groups.values():  # one broadcast per dtype and device, not one per layer
+        flat = torch.cat([buffer.reshape(-1) for buffer in group])
+        dist.broadcast(flat, src=0)
+        _sync(flat)
+        offset = 0
+        for buffer in group:
+            buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+            offset += buffer.numel()
+
+
 def broadcast_object(value):
     """Rank 0's value of a picklable object, on every rank."""
     if not _CURRENT.enabled:

@@ -3,9 +3,13 @@
 Anything the user can fix (a bad flag, a missing file, a corrupt checkpoint) raises ``KDZooError``
 with one sentence that says what is wrong and what to do. The command-line entry points catch it
 in ``run_cli`` and print that sentence alone: no traceback, exit status 2. Bugs still raise
-ordinary exceptions and show their traceback.
+ordinary exceptions and show their traceback. SIGINT and SIGTERM end a run with one line too
+(helper/signals.py), exit status 130 and 143.
 """
+import signal
 import sys
+
+from . import signals
 
 
 class KDZooError(Exception):
@@ -24,14 +28,29 @@ class NonFiniteLossError(KDZooError):
     """The loss became NaN or infinite; training stopped."""
 
 
+class DiskFullError(KDZooError):
+    """A file did not fit on its disk (no space left, or the quota is used up); the previous one is intact."""
+    exit_status = 1
+
+
 def run_cli(main, argv=None):
-    """Run ``main(argv)`` and turn user errors and Ctrl-C into one line and an exit status."""
-    try:
-        return main(argv)
-    except KDZooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(getattr(err, 'exit_status', 2))  # 2: a mistake to fix; 1: a distributed job that failed
-    except KeyboardInterrupt:
-        print("interrupted: the last completed epoch is saved; continue with --resume auto",
-              file=sys.stderr)
-        sys.exit(130)
+    """Run ``main(argv)`` and turn user errors, Ctrl-C and SIGTERM into one line and an exit status."""
+    with signals.handlers():
+        try:
+            return main(argv)
+        except KDZooError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(getattr(err, 'exit_status', 2))  # 2: a mistake to fix; 1: a job or a disk that failed
+        except KeyboardInterrupt as err:
+            signum = getattr(err, 'signum', None) or signals.received() or signal.SIGINT
+            detail = getattr(err, 'detail', None)  # what a training loop kept; nothing to add elsewhere
+            if _prints_for_the_job():
+                print(f"interrupted by {signal.Signals(signum).name}{': ' + detail if detail else ''}",
+                      file=sys.stderr)
+            sys.exit(128 + signum)
+
+
+def _prints_for_the_job():
+    """One line per job: under torchrun every worker runs run_cli, and rank 0 speaks for them."""
+    from .distributed import current  # late: helper.distributed imports this module
+    return current().is_main

@@ -2,8 +2,10 @@
 metrics JSON (with the run's settings and provenance, helper/provenance.py) and log.txt (helper/console.py)."""
 import json
 import sys
+import threading
 
 from . import console, distributed
+from .checkpoint import disk_full_cause, disk_full_error
 from .provenance import describe_run
 from .run_files import RunFiles
 
@@ -45,8 +47,20 @@ class RunLogger:
                        f"train {record['train_top1']:.2f}%  test {record['val_top1']:.2f}% "
                        f"(top-5 {record['val_top5']:.2f}%)  best {state['best_acc']:.2f}%  "
                        f"{record['epoch_time']:.1f}s  eta {eta}")
+        try:
+            self._tensorboard(record, epoch)
+        except OSError as err:
+            full = disk_full_error(err, self.files.tensorboard, "this epoch's TensorBoard scalars",
+                                   kept="the checkpoints of this epoch are written")
+            if full is None:
+                raise
+            raise full from None
+        self.write(state, status='running')
+
+    def _tensorboard(self, record, epoch):
         if self.tensorboard and self.writer is None:
             from torch.utils.tensorboard import SummaryWriter  # slow import, only when logging
+            _quiet_disk_full_in_threads()
             self.writer = SummaryWriter(log_dir=self.files.tensorboard)
         if self.writer is not None:
             for key, value in record.items():
@@ -55,7 +69,6 @@ class RunLogger:
                     self.writer.add_scalar(f"{group}/{key.replace('train_', '').replace('val_', '')}",
                                            value, epoch)
             self.writer.flush()
-        self.write(state, status='running')
 
     def write(self, state, status):
         last = state['history'][-1] if state['history'] else {}
@@ -76,13 +89,35 @@ class RunLogger:
         ))
 
     def finish(self, state, status, weights=None):
-        """The closing metrics.json; ``weights`` ({'last', 'best'}: sha256 of the saved weights) lets a
-        student's recorded teacher hash find the run that trained its teacher."""
+        """Close TensorBoard's file, then write the final status (last: it says the run's files are complete);
+        ``weights`` ({'last', 'best'}: sha256 of the saved weights) lets a student's recorded teacher hash find
+        the run that trained its teacher."""
         self.weights = weights or self.weights
-        self.write(state, status)
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError as err:
+                full = disk_full_error(err, self.files.tensorboard, "the last TensorBoard scalars",
+                                       kept="the checkpoints are written")
+                if full is None:
+                    raise
+                raise full from None
+        self.write(state, status)
+
+
+def _quiet_disk_full_in_threads():
+    """TensorBoard writes from a thread of its own, which prints a traceback when the disk is full and hands the
+    error to the next write here, where it becomes one line; keep the thread's traceback off the console."""
+    if getattr(threading.excepthook, 'kdzoo', False):
+        return
+    previous = threading.excepthook
+
+    def hook(args):
+        if disk_full_cause(args.exc_value) is None:
+            previous(args)
+    hook.kdzoo = True
+    threading.excepthook = hook
 
 
 def _is_plain(value):

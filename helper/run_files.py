@@ -18,7 +18,7 @@ import os
 import sys
 
 from . import console
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, format_bytes, load_checkpoint, remove_stale_temporaries
 from .errors import KDZooError
 
 # ':' cannot appear in Windows file names; the SimKD repo writes '~' there instead.
@@ -59,6 +59,29 @@ def student_run_name(student, teacher, dataset, distill, gamma, alpha, beta, tri
             f'_b{SEP}{_fmt(beta)}{flag_parts(flags)}_{trial}')
 
 
+def refuse_finished(path, epochs):
+    """One line if the checkpoint at ``path`` ends a run of ``epochs`` epochs that finished: nothing to resume."""
+    checkpoint = load_checkpoint(path, '--resume checkpoint')
+    saved = checkpoint.get('kdzoo') if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict) or 'epoch' not in saved:
+        return  # not a resume checkpoint: Trainer.resume says so
+    stage = saved.get('stage') or ('init' if path.endswith('_init.pth') else 'main')
+    if stage != 'main' or saved['epoch'] < epochs:
+        return
+    if saved['epoch'] > epochs:
+        raise KDZooError(f"the run in '{path}' has trained {saved['epoch']} epochs, more than --epochs {epochs}; "
+                         f"nothing to resume (pass --epochs {saved['epoch']} or more)")
+    try:
+        with open(os.path.join(os.path.dirname(path), 'metrics.json')) as f:
+            metrics = json.load(f)
+        finished = metrics['status'] == 'finished' and metrics['epochs_done'] == saved['epoch']
+    except (OSError, ValueError, KeyError, TypeError):
+        finished = False  # missing or unreadable: the closing writes are redone, and rewrite it
+    if finished:
+        raise KDZooError(f"the run in '{path}' already finished {saved['epoch']} of {epochs} epochs; nothing "
+                         f"to resume (pass a larger --epochs to train on)")
+
+
 class RunFiles:
     def __init__(self, save_root, kind, run_name, model_name):
         self.kind = kind
@@ -78,16 +101,21 @@ class RunFiles:
     def periodic(self, epoch):
         return os.path.join(self.folder, f'ckpt_epoch_{epoch}.pth')
 
-    def resume_path(self, resume):
-        """The checkpoint --resume names ('auto': this run's last checkpoint, else its init-stage one)."""
-        if resume != 'auto':
-            return resume
-        for path in (self.last, self.stage_checkpoint('init')):
-            if os.path.isfile(path):
-                return path
-        raise KDZooError(f"--resume auto found no checkpoint at '{self.last}'; start the run without "
-                         f"--resume, or pass the checkpoint path")
+    def resume_path(self, resume, epochs):
+        """The checkpoint --resume names ('auto': this run's last checkpoint, else its init-stage one).
 
+        A run that finished all ``epochs`` is refused here, before any data is read: its ``metrics.json``
+        says ``finished``. One whose last checkpoint holds every epoch but which stopped before its closing
+        writes (metrics.json still ``running``, ``interrupted`` or absent) is resumable: it is finished then.
+        """
+        path = resume
+        if resume == 'auto':
+            path = next((p for p in (self.last, self.stage_checkpoint('init')) if os.path.isfile(p)), None)
+            if path is None:
+                raise KDZooError(f"--resume auto found no checkpoint at '{self.last}'; start the run without "
+                                 f"--resume, or pass the checkpoint path")
+        refuse_finished(path, epochs)
+        return path
     def refuse_overwrite(self, resume, overwrite):
         """A new run never writes over an existing one unless asked to."""
         self.fresh_log = bool(overwrite and not resume)
@@ -107,6 +135,11 @@ class RunFiles:
                 raise KDZooError(f"cannot write to '{folder}' ({err.strerror}); pass --save_root with a "
                                  f"writable folder") from None
         console.attach(self.log, fresh=self.fresh_log)
+        # Temporary files of writes that a kill cut short (the peers' sub-folders of online runs too).
+        count, size = remove_stale_temporaries(self.folder, recursive=True)
+        if count:
+            print(f"removed {count} temporary file(s) ({format_bytes(size)}) left in '{self.folder}' by "
+                  f"interrupted writes")
 
     def write_metrics(self, summary):
         atomic_write(self.metrics, lambda f: json.dump(summary, f, indent=2))

@@ -46,6 +46,13 @@ def test_missing_file(tmp_path):
         load_checkpoint(str(tmp_path / 'nope.pth'), '--path_t')
 
 
+def test_a_folder_is_named_as_one(tmp_path):
+    atomic_save({'epoch': 1}, tmp_path / 'resnet8_best.pth')
+    with pytest.raises(CheckpointError, match=r"--path '.*' is a directory holding resnet8_best.pth; pass the "
+                                              r"checkpoint file itself"):
+        load_checkpoint(str(tmp_path), '--path')
+
+
 def reference_outputs(model):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)

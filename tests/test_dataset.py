@@ -75,6 +75,19 @@ def test_reader_returns_the_stored_pixels_and_labels(cifar):
     assert images[7, 2, 5].tolist() == [3, 106, 200]
 
 
+def test_python3_pickles_with_str_keys_read_like_the_archive(cifar):
+    """A CIFAR-100 re-pickled by Python 3 (str keys, as a converted copy has) reads as the original does."""
+    root = cifar[0]
+    folder = os.path.join(root, 'cifar-100-python')
+    expected = cifar100.read_split(folder, 'train')
+    with open(os.path.join(folder, 'train'), 'rb') as f:
+        entry = pickle.load(f, encoding='bytes')
+    with open(os.path.join(folder, 'train'), 'wb') as f:
+        pickle.dump({key.decode(): value for key, value in entry.items()}, f)
+    images, labels = cifar100.read_split(folder, 'train')
+    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
+
+
 def test_missing_folder_error_names_the_absolute_path(tmp_path):
     with pytest.raises(DatasetError) as err:
         build_data('cifar100', str(tmp_path / 'nowhere'), 8, 'cpu', download=False)

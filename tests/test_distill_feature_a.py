@@ -260,7 +260,7 @@ def build(method_name, teacher_name, student_name, **overrides):
     student, teacher = network(student_name), network(teacher_name).eval().requires_grad_(False)
     method_cls = DISTILLERS[method_name]
     probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 32)
-    args = SimpleNamespace(gamma=1.0, alpha=0.0, beta=1.0, kd_T=4.0, hint_layer=2)
+    args = SimpleNamespace(gamma=1.0, alpha=0.0, beta=1.0, kd_T=4.0, hint_layer=2, batch_size=64)
     vars(args).update(overrides)
     return method_cls(args, student, teacher, probe_s, probe_t, None), student, teacher
 
@@ -324,6 +324,15 @@ def test_fitnet_loss_is_hint_loss_of_regressed_map():
         regressed = method.regressor(out_s.feats[1]).double().numpy()
         expected = np_hint(regressed, out_t.feats[1].double().numpy())
         assert method.method_loss(out_s, out_t, None, 1).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_rkd_refuses_one_image_per_process(monkeypatch):
+    """--batch_size 1 is refused when parsed (test_distill_modern); in a job, each process's share counts."""
+    from helper import distributed
+    monkeypatch.setattr(distributed, '_CURRENT', distributed.Dist(rank=0, world_size=2))
+    with pytest.raises(KDZooError, match=r'--batch_size 2 gives 1 to each of 2; pass --batch_size 4 or more'):
+        build('rkd', 'wrn_40_2', 'wrn_16_2', batch_size=2)
+    build('rkd', 'wrn_40_2', 'wrn_16_2', batch_size=4)
 
 
 def test_rkd_batch_of_one_is_zero():

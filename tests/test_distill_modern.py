@@ -354,6 +354,7 @@ def test_given_values_win_and_imagenet_has_its_own_defaults():
     ('dist', ['--dist_beta', '-1'], '--dist_beta cannot be negative'),
     ('dist', ['--dist_gamma', '-1'], '--dist_gamma cannot be negative'),
     ('dist', ['--batch_size', '1'], 'needs --batch_size 2 or more'),
+    ('rkd', ['--batch_size', '1'], 'needs --batch_size 2 or more'),
     ('reviewkd', ['--reviewkd_warmup', '-5'], '--reviewkd_warmup cannot be negative'),
 ])
 def test_undefined_settings_are_refused(name, flags, message):

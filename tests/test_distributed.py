@@ -165,6 +165,32 @@ def test_online_mcl_two_processes_follow_one_process(data, tmp_path):
         assert len([n for _, _, names in os.walk(tmp_path / root) for n in names if n.endswith('_peer1_last.pth')]) == 1
 
 
+@pytest.mark.slow
+def test_recorded_validation_is_that_of_the_saved_file_and_a_resume_repeats_it(data, tmp_path):
+    """Without --sync-bn each process's BatchNorm statistics follow its own half of every batch; rank 0's are
+    the run's (saved), and every process validates with them. So metrics.json's last epoch is what
+    tools/eval.py measures on <name>_last.pth, and a run resumed after epoch 1 records what the
+    uninterrupted run records."""
+    import tools.eval
+    common = ['--model', 'resnet8', *TINY, '--data_folder', data, *two_processes()]
+    run('train_teacher.py', *common, '--epochs', '2', '--save_root', tmp_path / 'whole', cwd=tmp_path)
+    folder = tmp_path / 'whole' / 'teachers' / 'models' / 'resnet8_vanilla'
+    recorded = json.load(open(folder / 'metrics.json'))['history'][-1]
+    evaluated = tools.eval.main(['--path', str(folder / 'resnet8_last.pth'), '--data_folder', str(data),
+                                 '--precision', 'fp32', '--num_workers', '0'])
+    assert (evaluated['top1'], evaluated['top5']) == (recorded['val_top1'], recorded['val_top5'])
+    assert evaluated['loss'] == pytest.approx(recorded['val_loss'], rel=1e-6)  # only the order of the sum differs
+
+    run('train_teacher.py', *common, '--epochs', '1', '--save_root', tmp_path / 'parted', cwd=tmp_path)
+    run('train_teacher.py', *common, '--epochs', '2', '--save_root', tmp_path / 'parted', '--resume', 'auto',
+        cwd=tmp_path)
+    whole, parted = last_checkpoint(tmp_path / 'whole'), last_checkpoint(tmp_path / 'parted')
+    for key, value in whole['model'].items():
+        assert torch.equal(value, parted['model'][key]), key
+    for a, b in zip(whole['kdzoo']['history'], parted['kdzoo']['history'], strict=True):
+        assert {k: v for k, v in a.items() if k != 'epoch_time'} == {k: v for k, v in b.items() if k != 'epoch_time'}
+
+
 def _online_step_gradients(rank, port, queue):
     """One L-MCL step in float64, on 16 images in one process and on 8 + 8 in two: gradients of every
     trained parameter (peers, projection heads, aggregator) after the gradient average."""
@@ -195,6 +221,38 @@ def _online_step_gradients(rank, port, queue):
     distributed.all_reduce_gradients(params, 8)
     queue.put(max(float((a - p.grad).abs().max() / a.abs().max().clamp(min=1e-30)) for a, p in zip(reference, params)))
     dist.destroy_process_group()
+
+
+def _broadcast_batchnorm(rank, port, queue):
+    """Each rank gives every BatchNorm layer rank-specific statistics, then takes rank 0's."""
+    import torch.distributed as dist
+    from torch import nn
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    objective = nn.Module()
+    objective.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    objective.method = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))  # a method's own module (SimKD, ND)
+    objective.teacher = nn.Sequential(nn.BatchNorm2d(4))                  # frozen, rebuilt by the script
+    for layer in objective.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.running_mean.fill_(rank + 1)
+            layer.running_var.fill_(10 * (rank + 1))
+            layer.num_batches_tracked.fill_(100 * (rank + 1))
+    distributed.broadcast_batchnorm_buffers(objective, ('teacher.',))
+    queue.put((rank, {k: float(v.float().mean()) for k, v in objective.state_dict().items() if 'running' in k
+                      or 'num_batches' in k}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_batchnorm_statistics_of_every_trained_module_are_rank_0s():
+    ctx = torch.multiprocessing.get_context('spawn')
+    queue = ctx.SimpleQueue()
+    torch.multiprocessing.start_processes(_broadcast_batchnorm, args=(free_port(), queue), nprocs=2,
+                                          start_method='spawn')
+    results = dict([queue.get(), queue.get()])
+    assert results[0] == results[1] | {k: v for k, v in results[0].items() if k.startswith('teacher.')}
+    assert results[1]['model.1.running_mean'] == 1 and results[1]['method.1.num_batches_tracked'] == 100
+    assert results[1]['teacher.0.running_mean'] == 2  # the teacher is left alone
 
 
 @pytest.mark.slow
@@ -292,6 +350,34 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_within_60_s(how, data, tmp_path)
     assert last.startswith(f'error: rank 1 (pid {victim}) ') and 'the job was stopped' in last, stderr
     assert ('SIGKILL' if how == 'killed' else 'hung') in last
     assert 'Traceback' not in stderr and 'leaked' not in stderr
+    time.sleep(0.5)
+    assert [pid for pid in everything if alive(pid)] == []
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_the_job_and_records_interrupted(data, tmp_path):
+    """SIGTERM to the process that spawned the workers (what Kubernetes or `kill` sends): the workers stop as
+    on SIGINT, rank 0 records 'interrupted' over the epochs its last checkpoint holds, one line says where
+    that is, exit status 143, and no process is left."""
+    job, workers = start_long_job(data, tmp_path)
+    everything = [job.pid] + descendants(job.pid)
+    os.kill(job.pid, signal.SIGTERM)
+    try:
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            for pid in everything:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    assert job.returncode == 143, stderr
+    folder = tmp_path / 'save' / 'teachers' / 'models' / 'resnet8_vanilla'
+    saved = torch.load(folder / 'resnet8_last.pth', weights_only=True)['epoch']
+    line, = [line for line in stderr.strip().splitlines() if 'interrupted' in line]
+    assert line == (f"interrupted by SIGTERM: epoch {saved} of 200 is saved in '{folder / 'resnet8_last.pth'}'; "
+                    f"continue with --resume auto"), stderr
+    assert 'Traceback' not in stderr
+    metrics = json.load(open(folder / 'metrics.json'))
+    assert (metrics['status'], metrics['epochs_done'], len(metrics['history'])) == ('interrupted', saved, saved)
     time.sleep(0.5)
     assert [pid for pid in everything if alive(pid)] == []
 

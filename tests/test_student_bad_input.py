@@ -29,6 +29,8 @@ BASE = ['--dataset', 'digits', '--epochs', '1', '--model_s', 'resnet8']
 CASES = {
     'no --path_t': ([], 'no teacher given; pass --path_t'),
     'missing teacher': (['--path_t', '{root}/resnet8_vanilla/nope.pth'], 'does not exist'),
+    'teacher is a folder': (['--path_t', '{root}/resnet20_vanilla'],
+                            "resnet20_vanilla' is a directory holding mislabelled.pth; pass the checkpoint file"),
     'corrupt teacher': (['--path_t', '{root}/corrupt_vanilla/resnet8_best.pth', '--model_t', 'resnet8'],
                         'is corrupt or truncated'),
     'not a classification checkpoint': (['--path_t', '{root}/notes_vanilla/x.pth', '--model_t', 'resnet8'],
