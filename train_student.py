@@ -11,40 +11,54 @@ repo's -c/-d/-b). Weights not given default to those of the script behind the me
 numbers; the run prints the weights it uses.
 """
 import difflib
-import os
 import sys
 
-
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import add_method_arguments, probe_networks, settle
+from distiller_zoo.base import add_method_arguments, settle
 from engine.args import parser_for, resolve_common_args
-from helper.checkpoint import atomic_save
-from models.weights import load_weights
 from engine.launch import launch
+from engine.loop import evaluate_predictions
+from engine.pack import is_pack, parse_pack, train_pack
+from engine.setup import count_parameters, devices_and_data, seed_for_run, synchronise_batchnorm
+from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher,  # noqa: F401
+                            main_trainer, student_files, training_summary)
 from helper.distributed import current
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
-from engine.loop import Trainer, evaluate_predictions
-from engine.objective import DistillObjective, InitStageObjective
-from helper.run_files import RunFiles, student_run_name
-from helper.runtime import memory_format
-from engine.setup import count_parameters, devices_and_data, seed_for_run, sgd, synchronise_batchnorm
-from models.registry import build_model, check_model_name, model_name_from_path
+from models.registry import check_model_name, model_name_from_path
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = parser_for(__doc__.splitlines()[0])
     net = parser.add_argument_group('teacher and student')
     net.add_argument('--path_t', '--path-t', dest='path_t', default=None, help='teacher checkpoint')
     net.add_argument('--model_t', default=None, help='teacher architecture (default: parsed from --path_t)')
-    net.add_argument('--model_s', default='resnet8', help='student architecture')
+    net.add_argument('--model_s', default='resnet8', help='student architecture; a comma-separated list '
+                     'pairs with --distill\'s list (a pack)')
     net.add_argument('--skip-validation', '--skip_validation', dest='skip_validation', action='store_true',
                      help='do not evaluate the teacher before training')
 
     method = parser.add_argument_group('distillation')
-    method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}")
+    method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}; a "
+                        f"comma-separated list of method[:flag=value...] trains a pack of students, e.g. "
+                        f"kd,crd,dkd:b=8,simkd:f=4 (README, 'Packed runs')")
     add_method_arguments(parser, method)
+    return parser
+
+
+def parse_args(argv=None):
+    """A single run's settled arguments; for a pack (a list in --distill or --model_s), a namespace of the
+    shared settings with ``members``, each member's arguments exactly as its single run would parse them."""
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    first = parser.parse_known_args(argv)[0]
+    if is_pack(first.distill, first.model_s):
+        return parse_pack(argv, first.distill, first.model_s, parser, parse_single)
+    return parse_single(argv, parser)
+
+
+def parse_single(argv, parser=None):
+    parser = parser or build_parser()
     chosen = parser.parse_known_args(argv)[0].distill
     if chosen in DISTILLERS:
         argv = DISTILLERS[chosen].rewrite_argv(argv)
@@ -64,24 +78,6 @@ def parse_args(argv=None):
     return resolve_common_args(args, args.model_s)
 
 
-def load_teacher(args, num_classes, device, fmt):
-    teacher = build_model(args.model_t, num_classes, args.dataset, '--model_t')
-    load_weights(teacher, args.path_t, args.model_t, flag='--path_t')
-    return teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
-
-
-def build_objective(args, data, device, precision, method_cls=None):
-    """Teacher (loaded, frozen), student and the method's modules, wired into one objective."""
-    method_cls = method_cls or DISTILLERS[args.distill]
-    fmt = memory_format(precision)
-    teacher = load_teacher(args, data.num_classes, device, fmt)
-    student = build_model(args.model_s, data.num_classes, args.dataset, '--model_s').to(device, memory_format=fmt)
-    probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 224 if args.dataset == 'imagenet' else 32,
-                                      fmt)
-    method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
-    return DistillObjective(student, teacher, method)
-
-
 def main(argv=None):
     """Parse, then train here or in one process per GPU (--multiprocessing-distributed, torchrun)."""
     return launch(parse_args(argv), train)
@@ -89,10 +85,10 @@ def main(argv=None):
 
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
+    if getattr(args, 'members', None):
+        return train_pack(args)
     method_cls = DISTILLERS[args.distill]
-    run_name = student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
-                                args.beta, args.trial)
-    files = RunFiles(args.save_root, 'students', run_name, args.model_s)
+    files = student_files(args)
     files.refuse_overwrite(args.resume, args.overwrite)
     resume_path = files.resume_path(args.resume) if args.resume else None
     seed_for_run(args, resume_path)
@@ -111,47 +107,14 @@ def train(args):
     if current().is_main:  # the other ranks of a job write nothing
         files.create()
     logger = RunLogger(files, args, num_params)
-    run_init_stage(args, objective, data, files, logger, device, precision, resume_path)
-    trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
-                      precision)
-    if resume_path and resume_path != files.stage_checkpoint('init'):
-        trainer.resume(resume_path)
-    state = trainer.fit()
+    init = init_stage_trainer(args, objective, data, files, logger, device, precision, resume_path)
+    if init is not None:
+        init.fit()
+    state = main_trainer(args, objective, data, files, logger, device, precision, resume_path).fit()
     if current().is_main:
         export_deployable(objective, args, files, state)
-    last = state['history'][-1]
-    print(f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
-          f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
+    print(training_summary(args, files, state))
     return state
-
-
-def export_deployable(objective, args, files, state):
-    """Methods whose deployed network is more than the student (SimKD) also write <s>_deploy.pth."""
-    exported = objective.method.deployable(objective.model, objective.teacher)
-    if exported is None:
-        return
-    module, meta = exported
-    path = os.path.join(files.folder, f'{args.model_s}_deploy.pth')
-    atomic_save(dict(model=module.state_dict(), deploy=meta, epoch=state['epoch'],
-                     accuracy=state['history'][-1]['val_top1']), path)
-    print(f"deployable network (last epoch) saved to {path}; evaluate it with tools/eval.py --path {path}")
-
-
-def run_init_stage(args, objective, data, files, logger, device, precision, resume_path):
-    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py)."""
-    method = objective.method
-    modules = method.init_modules(objective.model)
-    if not modules or args.init_epochs == 0:
-        return
-    if resume_path and resume_path != files.stage_checkpoint('init'):
-        return  # the main stage had begun: the init stage is in its checkpoint already
-    init = InitStageObjective(objective.model, objective.teacher, method)
-    init_lr = method.init_learning_rate(args)
-    trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
-                      epochs=args.init_epochs, lr_at=lambda epoch: init_lr)
-    if resume_path:
-        trainer.resume(resume_path)
-    trainer.fit()
 
 
 if __name__ == '__main__':

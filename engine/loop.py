@@ -67,90 +67,118 @@ class Trainer:
         print(f"resumed {self.stage} stage from '{path}' after epoch {self.state['epoch']}")
 
     # ---- the loop -----------------------------------------------------------------------------
+    # fit() is begin_epoch, train_step per batch, end_epoch per epoch; a pack of students
+    # (engine/pack.py) drives several Trainers through the same pieces over one shared loader.
     def fit(self):
-        state = self.state
-        first = state['epoch'] + 1
-        steps = max(self.epochs - first + 1, 0) * len(self.data.train)
+        first = self.state['epoch'] + 1
+        self.sync_ranks()
+        progress = self.progress_bar(max(self.epochs - first + 1, 0) * len(self.data.train))
+        try:
+            for epoch in range(first, self.epochs + 1):
+                train = self.train_epoch(epoch, progress)
+                self.end_epoch(epoch, train, progress)
+        finally:
+            progress.close()
+        self.finish()
+        return self.state
+
+    def sync_ranks(self):
+        """Before the first epoch of a multi-process job: every rank takes rank 0's weights."""
         if self.dist.enabled:
             # Identical by seeding already; this makes sure (and covers a resume read differently).
             distributed.broadcast_state(self.objective, self.objective.rebuilt_prefixes)
-        progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
-                        leave=False)
-        try:
-            for epoch in range(first, self.epochs + 1):
-                started = time.time()
-                lr = self.lr_at(epoch)
-                set_learning_rate(self.optimizer, lr)
-                train = self.train_epoch(epoch, progress)
-                if self.stage == 'main':
-                    top1, top5, val_loss, extra = self.evaluate()
-                else:
-                    top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
-                state['wall_time'] += time.time() - started
-                state['epoch'] = epoch
-                # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
-                if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
-                    state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
-                record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
-                              val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
-                              epoch_time=time.time() - started)
-                state['history'].append(record)
-                if self.dist.is_main:
-                    self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
-                    if self.stage == 'main':
-                        self.objective.after_epoch(state, self.files)
-                    self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
-                if self.dist.enabled:
-                    distributed.barrier_patient()  # the others wait while rank 0 writes
-        finally:
-            progress.close()
-        if self.stage == 'main' and self.dist.is_main:
-            self.logger.finish(state, status='finished')
-        return state
 
-    def train_epoch(self, epoch, progress):
+    def progress_bar(self, steps):
+        return tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
+                    leave=False)
+
+    def begin_epoch(self, epoch):
+        """Set the epoch's lr, training mode and data epoch; open the epoch's sums."""
+        self._started = time.time()
+        self._lr = self.lr_at(epoch)
+        set_learning_rate(self.optimizer, self._lr)
         self.objective.train()
         self.data.train.set_epoch(epoch)
-        sums = RunningSums()
+        self._sums = RunningSums()
         # On the CPU reading the loss back is free, so check it every step; on a GPU that would stall
         # the queue, so remember the first bad step on the device and look at it every print_freq steps.
-        check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
-        first_bad = torch.full((), -1, device=self.device)
-        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        self._check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
+        self._first_bad = torch.full((), -1, device=self.device)
+        self._params = [p for group in self.optimizer.param_groups for p in group['params']]
+        self._steps = len(self.data.train)
+
+    def train_epoch(self, epoch, progress):
+        self.begin_epoch(epoch)
         for step, batch in enumerate(self.data.train, 1):
-            with autocast(self.device, self.precision):
-                out = self.objective.step(batch, epoch)
-            loss = sum(out.losses.values())
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
-                                    torch.full_like(first_bad, step), first_bad)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                loss.backward()
-                if self.dist.enabled:
-                    distributed.all_reduce_gradients(params, batch.targets.size(0))
-                self.optimizer.step()
-            else:
-                self.scaler.scale(loss).backward()
-                if self.dist.enabled:  # every rank then sees the same inf/NaN and skips the same steps
-                    distributed.all_reduce_gradients(params, batch.targets.size(0))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            # Objectives with a second optimisation of their own (L-MCL's meta step) run it here, after the
-            # main update, at the training precision.
-            with autocast(self.device, self.precision):
-                self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
-            n = batch.targets.size(0)
-            top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
-            sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
-            if step % check_every == 0 or step == len(self.data.train):
-                self._stop_if_not_finite(first_bad, epoch, out.losses)
-            if step % self.args.print_freq == 0:
-                means = sums.means()
-                progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
-            progress.update(1)
+            self.train_step(batch, epoch, step, progress)
+        return self.train_means()
+
+    def train_step(self, batch, epoch, step, progress):
+        """One optimisation step on ``batch`` (the ``step``-th of the epoch, from 1)."""
+        with autocast(self.device, self.precision):
+            out = self.objective.step(batch, epoch)
+        loss = sum(out.losses.values())
+        self._first_bad = torch.where((self._first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                      torch.full_like(self._first_bad, step), self._first_bad)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            if self.dist.enabled:
+                distributed.all_reduce_gradients(self._params, batch.targets.size(0))
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            if self.dist.enabled:  # every rank then sees the same inf/NaN and skips the same steps
+                distributed.all_reduce_gradients(self._params, batch.targets.size(0))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        # Objectives with a second optimisation of their own (L-MCL's meta step) run it here, after the
+        # main update, at the training precision.
+        with autocast(self.device, self.precision):
+            self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
+        n = batch.targets.size(0)
+        top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
+        self._sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
+        if step % self._check_every == 0 or step == self._steps:
+            self._stop_if_not_finite(self._first_bad, epoch, out.losses)
+        if step % self.args.print_freq == 0:
+            means = self._sums.means()
+            progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+        progress.update(1)
+
+    def train_means(self):
+        """The epoch's training means (over every process's samples in a multi-process job)."""
         if self.dist.enabled:
-            return self._global_means(sums)
-        return sums.means()
+            return self._global_means(self._sums)
+        return self._sums.means()
+
+    def end_epoch(self, epoch, train, progress):
+        """Validate (main stage), record the epoch, write the checkpoints and logs."""
+        state = self.state
+        if self.stage == 'main':
+            top1, top5, val_loss, extra = self.evaluate()
+        else:
+            top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
+        state['wall_time'] += time.time() - self._started
+        state['epoch'] = epoch
+        # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
+        if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
+            state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
+        record = dict(epoch=epoch, lr=self._lr, **{f'train_{k}': v for k, v in train.items()},
+                      val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
+                      epoch_time=time.time() - self._started)
+        state['history'].append(record)
+        if self.dist.is_main:
+            self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
+            if self.stage == 'main':
+                self.objective.after_epoch(state, self.files)
+            self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
+        if self.dist.enabled:
+            distributed.barrier_patient()  # the others wait while rank 0 writes
+
+    def finish(self):
+        if self.stage == 'main' and self.dist.is_main:
+            self.logger.finish(self.state, status='finished')
 
     def _global_means(self, sums):
         """The epoch's training means over every process's samples."""
