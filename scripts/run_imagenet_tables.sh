@@ -9,6 +9,8 @@
 #   NODES=2 NODE_RANK=0 MASTER=10.0.0.1 bash scripts/run_imagenet_tables.sh   # on each node, NODE_RANK 0 and 1
 #   TRAIN_TEACHERS=1 ...       # also train the two teachers first (else put them where TEACHER_R34/_R50 point)
 #   DALI= ...                  # read the folders with PIL instead of DALI
+#   PACK=0 ...                 # one run per cell (default: the cells of one teacher and trial train as packs
+#                                of up to PACK_MAX=8 students, one teacher pass per batch)
 # ImageNet's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG are under $IMAGENET_DATA. The ++ methods compute the
 # teacher's class centres when they are missing; in a multi-process job compute them once beforehand, e.g.
 #   python tools/nd_centers.py --path_t $TEACHER_R34 --dataset imagenet --data_folder $IMAGENET_DATA
@@ -55,8 +57,8 @@ for pair in "$TEACHER_R34:ResNet18" "$TEACHER_R50:MobileNetV1"; do
     path_t=${pair%:*}; s=${pair##*:}
     for method in "${METHODS[@]}"; do
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$path_t" --model_s $s --distill $method $RECIPE $LAUNCH \
-                --trial $trial
+            student_cell --path_t "$path_t" $RECIPE $LAUNCH --trial $trial -- $s $method
         done
     done
 done
+flush_packs
