@@ -248,6 +248,8 @@ class MemberLoader:
         self.loader, self.steps, self.contrast, self.strong = loader, steps, contrast, strong
 
     def __getattr__(self, name):  # seed, batch_size ... of the loader
+        if name == 'loader':  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def set_epoch(self, epoch):
@@ -330,20 +332,11 @@ def train_pack(pack):
     todo = [m for m in members if not m.finished]
     seed_pack(pack, members)
     device, precision, data = devices_and_data(pack, **union)
-    fmt = memory_format(precision)
-    teacher = load_teacher(pack, data.num_classes, device, fmt)
+    teacher = load_teacher(pack, data.num_classes, device, memory_format(precision))
     shared = SharedTeacher(teacher)
     after_teacher = RandomState(device)  # a single run's global random state once the teacher is built
     for m in todo:
-        m.random = after_teacher
-        steps = len(data.train)
-        if m.drop_last and not union.get('drop_last'):
-            steps = min(steps, data.num_train // pack.batch_size)
-        m.data = dataclasses.replace(data, train=MemberLoader(data.train, steps, m.contrast, m.strong))
-        with m.own_random_state(), m.errors_named():
-            m.objective = build_objective(m.args, m.data, device, precision, teacher=teacher,
-                                          teacher_source=shared.outputs)
-            synchronise_batchnorm(m.objective, m.args, device)
+        build_member(m, data, union, after_teacher, shared, device, precision)
         num_params = count_parameters(m.objective.model)
         m.logger = RunLogger(m.files, m.args, num_params, label=m.label)
         print(f"[{m.label}] student {m.args.model_s} ({num_params / 1e6:.2f}M parameters) by {m.args.distill}; "
@@ -385,6 +378,36 @@ def train_pack(pack):
         raise NonFiniteLossError(f"{len(stopped)} of {len(todo)} pack members stopped on a non-finite loss "
                                  f"({'; '.join(f'{m.label}: {m.stopped}' for m in stopped)}); the others finished")
     return {m.label: m.trainers['main'].state for m in todo}
+
+
+def build_member(m, data, union, random_state, shared, device, precision):
+    """The member's view of the data and its objective (student, method modules) on the shared teacher,
+    built from ``random_state``: the global random state a single run has once its teacher is loaded."""
+    steps = len(data.train)
+    if m.drop_last and not union.get('drop_last'):
+        steps = min(steps, data.num_train // m.args.batch_size)
+    m.data = dataclasses.replace(data, train=MemberLoader(data.train, steps, m.contrast, m.strong))
+    m.random = random_state
+    with m.own_random_state(), m.errors_named():
+        m.objective = build_objective(m.args, m.data, device, precision, teacher=shared.teacher,
+                                      teacher_source=shared.outputs)
+        synchronise_batchnorm(m.objective, m.args, device)
+
+
+def pack_step(running, stage, batch, epoch, step, shared, device, precision, progress):
+    """One batch of the pack: the teacher once for every running member, then each member's step on its
+    view of the batch, under its own random state. A member whose loss went non-finite is marked stopped."""
+    requests = [m.trainers[stage].objective.teacher_request() for m in running]
+    with autocast(device, precision):
+        shared.compute(batch, requests)
+    for m in running:
+        with m.own_random_state():
+            try:
+                m.trainers[stage].train_step(m.data.train.project(batch), epoch, step, progress)
+            except NonFiniteLossError as err:
+                m.stopped = str(err)
+                progress.write(f"[{m.label}] stopped: {err}")
+    shared.clear()
 
 
 def describe(requests):
@@ -474,17 +497,7 @@ def run_stage(stage, members, loader, shared, device, precision, on_finish=None)
                 if step > steps:
                     break
                 running = [m for m in due if m.stopped is None and step <= len(trainers[m].data.train)]
-                requests = [trainers[m].objective.teacher_request() for m in running]
-                with autocast(device, precision):
-                    shared.compute(batch, requests)
-                for m in running:
-                    with m.own_random_state():
-                        try:
-                            trainers[m].train_step(m.data.train.project(batch), epoch, step, progress)
-                        except NonFiniteLossError as err:
-                            m.stopped = str(err)
-                            progress.write(f"[{m.label}] stopped: {err}")
-                shared.clear()
+                pack_step(running, stage, batch, epoch, step, shared, device, precision, progress)
             for m in due:
                 if m.stopped is not None:
                     continue
@@ -499,4 +512,5 @@ def run_stage(stage, members, loader, shared, device, precision, on_finish=None)
         progress.close()
 
 
-__all__ = ['is_pack', 'parse_pack', 'train_pack', 'SharedTeacher', 'MemberLoader', 'RandomState']
+__all__ = ['Member', 'MemberLoader', 'RandomState', 'SharedTeacher', 'build_member', 'is_pack', 'pack_step',
+           'parse_pack', 'shared_data_options', 'train_pack']
