@@ -5,6 +5,8 @@
     python train_student.py --path-t ./save/teachers/models/ResNet50_vanilla/ResNet50_best.pth --dataset imagenet \\
         --model_s ResNet18 --distill simkd -c 0 -d 0 -b 1 --gpu_id 0,1,2,3 --multiprocessing-distributed \\
         --dist-url tcp://127.0.0.1:23444 --dali gpu                         # the SimKD repo's ImageNet command
+    python train_student.py --path_t ./save/teachers/models/resnet32x4_vanilla/resnet32x4_best.pth \\
+        --model_s resnet8x4 --distill kd,crd,dkd:b=8,simkd:f=4 --trial 0    # a pack: one teacher pass a batch
 
 The loss is gamma * CE + alpha * KD + beta * (the method's loss), RepDistiller's -r/-a/-b (the SimKD
 repo's -c/-d/-b). Weights not given default to those of the script behind the method's published
