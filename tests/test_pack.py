@@ -220,18 +220,21 @@ def test_resume_auto_resumes_every_member_from_where_it_stopped(cifar, tmp_path,
 
 
 def test_a_member_with_a_non_finite_loss_stops_and_the_others_go_on(cifar, tmp_path):
+    """kd:r=1e39 overflows at its first step; kd trains its two epochs, and a member of one epoch leaves
+    the pack after it."""
     data, teacher = cifar
     argv = ['--path_t', teacher, '--data_folder', data, '--batch_size', '32', '--epochs', '2', '--deterministic',
-            '--precision', 'fp32', '--skip-validation', '--model_s', 'resnet8', '--distill', 'kd:r=1e39,kd',
-            '--save_root', str(tmp_path)]
-    with pytest.raises(NonFiniteLossError, match=r"1 of 2 pack members stopped .*resnet8 kd:r=1e39: the loss"):
+            '--precision', 'fp32', '--skip-validation', '--model_s', 'resnet8', '--distill',
+            'kd:r=1e39,kd,kd:epochs=1:trial=short', '--save_root', str(tmp_path)]
+    with pytest.raises(NonFiniteLossError, match=r"1 of 3 pack members stopped .*resnet8 kd:r=1e39: the loss"):
         train_student.main(argv)
     status = {}
     for run in runs(tmp_path):
         metrics = json.load(open(tmp_path / 'students' / 'models' / run / 'metrics.json'))
-        status[run.split('_r:')[1].split('_')[0]] = (metrics['status'], metrics['epochs_done'])
-    assert status['1e+39'][0].startswith('stopped: non-finite loss at epoch 1 step 1')
-    assert status['0.1'] == ('finished', 2)
+        status[run.split('_r:')[1]] = (metrics['status'], metrics['epochs_done'])
+    assert status['1e+39_a:0.9_b:0_0'][0].startswith('stopped: non-finite loss at epoch 1 step 1')
+    assert status['0.1_a:0.9_b:0_0'] == ('finished', 2)
+    assert status['0.1_a:0.9_b:0_short'] == ('finished', 1)
 
 
 def test_multi_process_pack_follows_the_one_process_pack(tmp_path):
