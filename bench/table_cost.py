@@ -55,10 +55,10 @@ def commands(script, **env):
 
 
 def request(args):
-    """The teacher request of the run's method. ``teacher_request`` reads only class attributes
-    (needs_feats, preact, teacher_preact, views), so the class stands in for an instance."""
+    """The teacher request the run's method declares by its class attributes (Distiller.teacher_request)."""
     cls = DISTILLERS[args.distill]
-    return cls.teacher_request(cls)
+    preact = cls.preact if cls.teacher_preact is None else cls.teacher_preact
+    return TeacherRequest(cls.needs_feats, preact, tuple(cls.views))
 
 
 def has_init_stage(args):

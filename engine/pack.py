@@ -201,30 +201,35 @@ def shared_data_options(members, labels):
 class SharedTeacher:
     """The teacher's outputs for the current batch, computed once for every member that reads them.
 
-    ``compute`` runs the union of the requests: one pass with features if any member reads them (else
-    logits only), a second with pre-ReLU maps only if some member reads those, each extra view once.
-    ``outputs(batch, request)`` is then what ``run_teacher(teacher, batch, request)`` would return."""
+    ``compute`` runs the union of the requests: per input (the training images, or a request's own
+    ``view`` where requests carry one) one pass with features if any member reads them (else logits
+    only) and a second with pre-ReLU maps only if some member reads those; each extra view once; nothing
+    for requests that are not ``needed`` (where requests carry that field). ``outputs(batch, request)``
+    is then what ``run_teacher(teacher, batch, request)`` would return."""
 
     def __init__(self, teacher):
         self.teacher = teacher
-        self.requests = ()
         self.passes = 0  # teacher forwards so far (the bench reads it)
         self.clear()
 
     def clear(self):
-        self._images, self._plain, self._preact, self._views = None, None, None, {}
+        self._images, self._out, self._views = None, {}, {}
 
     @torch.no_grad()
     def compute(self, batch, requests):
-        plain_feats = any(r.feats and not r.preact for r in requests)
-        preact_feats = any(r.feats and r.preact for r in requests)
-        if plain_feats or (any(not r.feats for r in requests) and not preact_feats):
-            self._plain = run_network(self.teacher, batch.images, plain_feats, False)
-            self.passes += 1
-        if preact_feats:
-            self._preact = run_network(self.teacher, batch.images, True, True)
-            self.passes += 1
-        for view in sorted({view for r in requests for view in r.views}):
+        needed = [r for r in requests if _needed(r)]
+        for view in sorted({_view(r) for r in needed}, key=str):
+            mine = [r for r in needed if _view(r) == view]
+            images = batch.images if view is None else batch.view(view)
+            plain_feats = any(r.feats and not r.preact for r in mine)
+            preact_feats = any(r.feats and r.preact for r in mine)
+            if plain_feats or (any(not r.feats for r in mine) and not preact_feats):
+                self._out[view, False] = run_network(self.teacher, images, plain_feats, False)
+                self.passes += 1
+            if preact_feats:
+                self._out[view, True] = run_network(self.teacher, images, True, True)
+                self.passes += 1
+        for view in sorted({view for r in needed for view in r.views}):
             self._views[view] = NetOutput(self.teacher(batch.view(view)))
             self.passes += 1
         self._images = batch.images
@@ -232,12 +237,25 @@ class SharedTeacher:
     def outputs(self, batch, request):
         if batch.images is not self._images:
             raise RuntimeError("SharedTeacher.outputs asked for a batch it has not computed")
+        if not _needed(request):
+            return None
+        view = _view(request)
         if request.feats:
-            source = self._preact if request.preact else self._plain
-        else:
-            source = self._plain if self._plain is not None else self._preact
+            source = self._out[view, request.preact]
+        else:  # the logits are the same with or without features, plain or pre-ReLU
+            source = self._out.get((view, False)) or self._out[view, True]
         return NetOutput(source.logits, source.feats if request.feats else None,
-                         {view: self._views[view] for view in request.views})
+                         {name: self._views[name] for name in request.views})
+
+
+def _view(request):
+    """The input a request's main pass reads (None: the training images); requests without the field
+    read the training images."""
+    return getattr(request, 'view', None)
+
+
+def _needed(request):
+    return getattr(request, 'needed', True)
 
 
 class MemberLoader:
@@ -411,6 +429,7 @@ def pack_step(running, stage, batch, epoch, step, shared, device, precision, pro
 
 
 def describe(requests):
+    requests = [r for r in requests if _needed(r)]
     parts = []
     if any(r.feats and not r.preact for r in requests):
         parts.append('features')

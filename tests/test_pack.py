@@ -167,6 +167,29 @@ def test_shared_teacher_gives_each_request_what_run_teacher_gives_it():
     assert logits_only.passes == 1 and logits_only.outputs(batch, TeacherRequest()).feats is None
 
 
+def test_shared_teacher_honours_requests_that_name_their_input_or_need_nothing():
+    """Requests may carry ``view`` (the main pass on another view of the batch) and ``needed`` (no teacher
+    at all): one pass per input read, nothing for a member that does not need the teacher."""
+    from types import SimpleNamespace
+    from models.features import run_network
+    torch.manual_seed(0)
+    teacher = model_dict['resnet8'](num_classes=10).eval()
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), images_strong=torch.randn(4, 3, 32, 32))
+    on_strong = SimpleNamespace(feats=True, preact=False, views=(), view='strong', needed=True)
+    skip = SimpleNamespace(feats=True, preact=False, views=(), view=None, needed=False)
+    shared = SharedTeacher(teacher)
+    shared.compute(batch, [TeacherRequest(), on_strong, skip])
+    assert shared.passes == 2
+    assert shared.outputs(batch, skip) is None
+    mine = shared.outputs(batch, on_strong)
+    with torch.no_grad():
+        alone = run_network(teacher, batch.images_strong, True, False)
+    assert torch.equal(mine.logits, alone.logits) and all(torch.equal(a, b) for a, b in zip(mine.feats, alone.feats))
+    nobody = SharedTeacher(teacher)
+    nobody.compute(batch, [skip])
+    assert nobody.passes == 0
+
+
 def test_member_loader_shows_a_member_only_what_it_asked_for():
     data = build_data('digits', '', 64, 'cpu', seed=3, train_sample=ContrastSpec(16),
                       strong_view=True)
