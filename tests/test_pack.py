@@ -149,7 +149,8 @@ def test_shared_teacher_gives_each_request_what_run_teacher_gives_it():
     torch.manual_seed(0)
     teacher = model_dict['resnet8'](num_classes=10).eval()
     batch = Batch(torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), images_strong=torch.randn(4, 3, 32, 32))
-    requests = [TeacherRequest(), TeacherRequest(True), TeacherRequest(True, True), TeacherRequest(False, False, ('strong',))]
+    requests = [TeacherRequest(), TeacherRequest(True), TeacherRequest(True, True),
+                TeacherRequest(False, False, ('strong',))]
     shared = SharedTeacher(teacher)
     shared.compute(batch, requests)
     assert shared.passes == 3  # with features, pre-ReLU, the strong view
