@@ -115,7 +115,7 @@ def time_plain(args, data_folder, device):
                 peak_mem_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == 'cuda' else None)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--teacher', default='resnet32x4')
     parser.add_argument('--student', default='resnet8x4')
@@ -125,23 +125,27 @@ def main():
     parser.add_argument('--workers', type=int, default=2, help="plain loop's DataLoader workers")
     parser.add_argument('--images', type=int, default=10000, help='size of the synthetic training set')
     parser.add_argument('--precision', default='auto')
+    parser.add_argument('--no-plain', dest='plain', action='store_false',
+                        help='time kdzoo only (e.g. once per --precision)')
     parser.add_argument('--json', help='write the results here too')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     with tempfile.TemporaryDirectory() as tmp:
         data_folder = write_fake_cifar100(os.path.join(tmp, 'data'), n_train=args.images, n_test=100)
         teacher_path = os.path.join(tmp, 'teacher.pth')
         torch.save({'model': model_dict[args.teacher](num_classes=100).state_dict()}, teacher_path)
-        plain = time_plain(args, data_folder, device)
+        plain = time_plain(args, data_folder, device) if args.plain else None
         ours = time_kdzoo(args, data_folder, teacher_path, device)
     name = torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     result = dict(device=name, torch=torch.__version__, teacher=args.teacher, student=args.student,
                   batch_size=args.batch_size, steps=args.steps, plain_workers=args.workers, plain=plain,
-                  kdzoo=ours, speedup=ours['images_per_s'] / plain['images_per_s'])
+                  kdzoo=ours, speedup=ours['images_per_s'] / plain['images_per_s'] if plain else None)
     print(f"{args.teacher} -> {args.student} KD, batch {args.batch_size}, {args.steps} steps on {name}")
-    print(f"  plain RepDistiller-style loop ({args.workers} workers, fp32): {plain['images_per_s']:8.1f} images/s")
+    if plain:
+        print(f"  plain RepDistiller-style loop ({args.workers} workers, fp32): {plain['images_per_s']:8.1f} images/s")
     print(f"  kdzoo train_student.py step ({ours['precision']}):        {ours['images_per_s']:8.1f} images/s")
-    print(f"  speed-up: {result['speedup']:.2f}x")
+    if plain:
+        print(f"  speed-up: {result['speedup']:.2f}x")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

@@ -17,6 +17,7 @@ Stopping. SIGINT/SIGTERM (helper/signals.py) wait for an epoch's writes to finis
 metrics.json describes the epochs whose checkpoint is on disk. The closing writes (a deployable network,
 ``finished``) come after the last checkpoint, and ``--resume auto`` redoes them for a run stopped between.
 """
+import contextlib
 import math
 import os
 import signal
@@ -130,62 +131,44 @@ class Trainer:
         return True
 
     # ---- the loop -----------------------------------------------------------------------------
+    # fit() is begin_epoch, train_step per batch, end_epoch per epoch and finish; a pack of students
+    # (engine/pack.py) drives several Trainers through the same pieces over one shared loader.
     def fit(self, closing=None):
         """Train the remaining epochs. The main stage then runs ``closing(state)`` on rank 0 (files made from
         the final weights: SimKD's and NORM's deployable network) and only then writes ``finished``."""
-        state = self.state
-        first = state['epoch'] + 1
-        steps = max(self.epochs - first + 1, 0) * len(self.data.train)
+        first = self.state['epoch'] + 1
+        self.sync_ranks()
+        progress = self.progress_bar(max(self.epochs - first + 1, 0) * len(self.data.train))
+        try:
+            with self.stopping():
+                self.rewrite_after_resume()
+                for epoch in range(first, self.epochs + 1):
+                    train = self.train_epoch(epoch, progress)
+                    self.end_epoch(epoch, train, progress)
+                self.finish(closing)
+        finally:
+            progress.close()
+        return self.state
+
+    def sync_ranks(self):
+        """Before the first epoch of a multi-process job: every rank takes rank 0's weights."""
         if self.dist.enabled:
             # Identical by seeding already; this makes sure (and covers a resume read differently).
             distributed.broadcast_state(self.objective, self.objective.rebuilt_prefixes)
-        progress = tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
-                        leave=False)
+
+    def progress_bar(self, steps):
+        """The bar over this stage's remaining ``steps``; training starts, so log.txt is written from here on."""
         self.clock = dict(start=time.time(), total=steps, done=0)
         console.commit()  # the command was not refused: log.txt from here on
+        return tqdm(total=steps, unit='step', dynamic_ncols=True, disable=None if self.dist.is_main else True,
+                    leave=False)
+
+    @contextlib.contextmanager
+    def stopping(self):
+        """How a run stops: a signal records ``interrupted``, a full disk ``stopped: disk full``, each with
+        one line saying where the last complete epoch is."""
         try:
-            if self.resumed and self.stage == 'main' and self.dist.is_main and state['history']:
-                with signals.deferred():
-                    # What follows <name>_last.pth in an epoch (the online peers' files) may have been cut off
-                    # by the kill; write it again, and say that the run runs again.
-                    self.objective.after_epoch(state, self.files)
-                    self.logger.write(state, status='running')
-            for epoch in range(first, self.epochs + 1):
-                started = time.time()
-                lr = self.lr_at(epoch)
-                set_learning_rate(self.optimizer, lr)
-                train = self.train_epoch(epoch, progress)
-                if self.dist.enabled:
-                    distributed.broadcast_batchnorm_buffers(self.objective, self.objective.rebuilt_prefixes)
-                if self.stage == 'main':
-                    top1, top5, val_loss, extra = self.evaluate()
-                else:
-                    top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
-                with signals.deferred():  # the epoch's state and all of its files change together
-                    state['wall_time'] += time.time() - started
-                    state['epoch'] = epoch
-                    # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
-                    if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
-                        state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
-                    record = dict(epoch=epoch, lr=lr, **{f'train_{k}': v for k, v in train.items()},
-                                  val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
-                                  epoch_time=time.time() - started)
-                    state['history'].append(record)
-                    if self.dist.is_main:
-                        self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
-                        if self.stage == 'main':
-                            self.objective.after_epoch(state, self.files)
-                    self.on_disk = _snapshot(state)  # the checkpoints hold this epoch now
-                    if self.dist.is_main:
-                        self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
-                if self.dist.enabled:
-                    distributed.barrier_patient()  # the others wait while rank 0 writes
-            if self.stage == 'main' and self.dist.is_main:
-                with signals.deferred():
-                    if closing is not None:
-                        closing(state)
-                    self.logger.finish(state, status='finished', weights=self.weights_sha256())
-                    self.finished = True
+            yield
         except KeyboardInterrupt as err:
             raise self._interrupted(getattr(err, 'signum', None)) from None
         except DiskFullError as err:
@@ -202,9 +185,122 @@ class Trainer:
             # A stop signal came first: this is a collective that broke because another process of the job
             # stopped on it before this one did.
             raise self._interrupted(signals.received()) from None
-        finally:
-            progress.close()
-        return state
+
+    def rewrite_after_resume(self):
+        """What follows <name>_last.pth in an epoch (the online peers' files) may have been cut off by the
+        kill that stopped a resumed run; write it again, and say that the run runs again."""
+        state = self.state
+        if self.resumed and self.stage == 'main' and self.dist.is_main and state['history']:
+            with signals.deferred():
+                self.objective.after_epoch(state, self.files)
+                self.logger.write(state, status='running')
+
+    def begin_epoch(self, epoch):
+        """Set the epoch's lr, training mode and data epoch; open the epoch's sums."""
+        self._started = time.time()
+        self._lr = self.lr_at(epoch)
+        set_learning_rate(self.optimizer, self._lr)
+        self.objective.train()
+        self.data.train.set_epoch(epoch)
+        self._sums = RunningSums()
+        # On the CPU reading the loss back is free, so check it every step; on a GPU that would stall
+        # the queue, so remember the first bad step on the device and look at it every print_freq steps.
+        self._check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
+        self._first_bad = torch.full((), -1, device=self.device)
+        self._params = [p for group in self.optimizer.param_groups for p in group['params']]
+        self._steps = len(self.data.train)
+        self._window = dict(time=time.time(), images=0)  # images since the last --print_freq line
+        if self.clock is None:  # a pack member: another member's Trainer opened the progress bar
+            self.clock = dict(start=time.time(), total=max(self.epochs - epoch + 1, 0) * self._steps, done=0)
+
+    def train_epoch(self, epoch, progress):
+        self.begin_epoch(epoch)
+        for step, batch in enumerate(self.data.train, 1):
+            self.train_step(batch, epoch, step, progress)
+        return self.train_means()
+
+    def train_step(self, batch, epoch, step, progress):
+        """One optimisation step on ``batch`` (the ``step``-th of the epoch, from 1)."""
+        with autocast(self.device, self.precision):
+            out = self.objective.step(batch, epoch)
+        loss = sum(out.losses.values())
+        self._first_bad = torch.where((self._first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                      torch.full_like(self._first_bad, step), self._first_bad)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            if self.dist.enabled:
+                distributed.all_reduce_gradients(self._params, batch.targets.size(0))
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            if self.dist.enabled:  # every rank then sees the same inf/NaN and skips the same steps
+                distributed.all_reduce_gradients(self._params, batch.targets.size(0))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        # Objectives with a second optimisation of their own (L-MCL's meta step) run it here, after the
+        # main update, at the training precision.
+        with autocast(self.device, self.precision):
+            self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
+        n = batch.targets.size(0)
+        self._window['images'] += n * self.dist.world_size
+        top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
+        self._sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
+        if step % self._check_every == 0 or step == self._steps:
+            self._stop_if_not_finite(self._first_bad, epoch, out.losses)
+        self.clock['done'] += 1
+        if step % self.args.print_freq == 0:
+            means = self._sums.means()  # waits for the device, so the time below covers the finished steps
+            progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+            if self.dist.is_main:
+                self.logger.step(self.step_line(epoch, step, means, self._window), progress)
+            self._window = dict(time=time.time(), images=0)
+        progress.update(1)
+
+    def train_means(self):
+        """The epoch's training means (over every process's samples in a multi-process job)."""
+        if self.dist.enabled:
+            return self._global_means(self._sums)
+        return self._sums.means()
+
+    def end_epoch(self, epoch, train, progress):
+        """Validate (main stage) with rank 0's BatchNorm statistics, record the epoch, write the checkpoints
+        and logs; a stop signal waits until they are all written."""
+        state = self.state
+        if self.dist.enabled:
+            distributed.broadcast_batchnorm_buffers(self.objective, self.objective.rebuilt_prefixes)
+        if self.stage == 'main':
+            top1, top5, val_loss, extra = self.evaluate()
+        else:
+            top1, top5, val_loss, extra = math.nan, math.nan, math.nan, {}
+        with signals.deferred():  # the epoch's state and all of its files change together
+            state['wall_time'] += time.time() - self._started
+            state['epoch'] = epoch
+            # the first validated epoch always writes <name>_best.pth, even at 0% (a tiny or random data set)
+            if top1 > state['best_acc'] or (state['best_epoch'] == 0 and self.stage == 'main'):
+                state.update(best_acc=top1, best_top5=top5, best_epoch=epoch)
+            record = dict(epoch=epoch, lr=self._lr, **{f'train_{k}': v for k, v in train.items()},
+                          val_top1=top1, val_top5=top5, val_loss=val_loss, **extra,
+                          epoch_time=time.time() - self._started)
+            state['history'].append(record)
+            if self.dist.is_main:
+                self.save(epoch, top1, is_best=state['best_epoch'] == epoch)
+                if self.stage == 'main':
+                    self.objective.after_epoch(state, self.files)
+            self.on_disk = _snapshot(state)  # the checkpoints hold this epoch now
+            if self.dist.is_main:
+                self.logger.epoch_end(record, state, progress, self.stage, self.epochs)
+        if self.dist.enabled:
+            distributed.barrier_patient()  # the others wait while rank 0 writes
+
+    def finish(self, closing=None):
+        """The main stage's closing writes on rank 0: ``closing(state)``, then ``finished``."""
+        if self.stage == 'main' and self.dist.is_main:
+            with signals.deferred():
+                if closing is not None:
+                    closing(self.state)
+                self.logger.finish(self.state, status='finished', weights=self.weights_sha256())
+                self.finished = True
 
     def _kept(self):
         """Where the last complete epoch is, in words; None when there is none."""
@@ -255,56 +351,6 @@ class Trainer:
         except (CheckpointError, KeyError, TypeError):
             pass  # a missing or odd best file leaves only 'last'
         return hashes
-
-    def train_epoch(self, epoch, progress):
-        self.objective.train()
-        self.data.train.set_epoch(epoch)
-        sums = RunningSums()
-        # On the CPU reading the loss back is free, so check it every step; on a GPU that would stall
-        # the queue, so remember the first bad step on the device and look at it every print_freq steps.
-        check_every = 1 if self.device.type == 'cpu' else self.args.print_freq
-        first_bad = torch.full((), -1, device=self.device)
-        params = [p for group in self.optimizer.param_groups for p in group['params']]
-        window = dict(time=time.time(), images=0)  # images since the last --print_freq line
-        for step, batch in enumerate(self.data.train, 1):
-            with autocast(self.device, self.precision):
-                out = self.objective.step(batch, epoch)
-            loss = sum(out.losses.values())
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
-                                    torch.full_like(first_bad, step), first_bad)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                loss.backward()
-                if self.dist.enabled:
-                    distributed.all_reduce_gradients(params, batch.targets.size(0))
-                self.optimizer.step()
-            else:
-                self.scaler.scale(loss).backward()
-                if self.dist.enabled:  # every rank then sees the same inf/NaN and skips the same steps
-                    distributed.all_reduce_gradients(params, batch.targets.size(0))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            # Objectives with a second optimisation of their own (L-MCL's meta step) run it here, after the
-            # main update, at the training precision.
-            with autocast(self.device, self.precision):
-                self.objective.after_step(batch, epoch, step, self.optimizer.param_groups[0]['lr'])
-            n = batch.targets.size(0)
-            window['images'] += n * self.dist.world_size
-            top1, = correct_topk(out.logits.detach(), batch.targets, ks=(1,))
-            sums.add({'loss': loss, **out.losses, 'top1': top1 * (100.0 / n)}, n)
-            if step % check_every == 0 or step == len(self.data.train):
-                self._stop_if_not_finite(first_bad, epoch, out.losses)
-            self.clock['done'] += 1
-            if step % self.args.print_freq == 0:
-                means = sums.means()  # waits for the device, so the time below covers the finished steps
-                progress.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
-                if self.dist.is_main:
-                    self.logger.step(self.step_line(epoch, step, means, window), progress)
-                window = dict(time=time.time(), images=0)
-            progress.update(1)
-        if self.dist.enabled:
-            return self._global_means(sums)
-        return sums.means()
 
     def step_line(self, epoch, step, means, window):
         """'epoch 3 step 100/782  loss 2.3456 (ce 1.2000, kd 1.1456)  top-1 45.3%  lr 0.05  1234 img/s

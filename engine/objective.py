@@ -92,11 +92,14 @@ class DistillObjective(Objective):
     paraphraser) keeps them in eval mode in its own ``train``.
     """
 
-    def __init__(self, student, teacher, method):
+    def __init__(self, student, teacher, method, teacher_source=None):
         super().__init__()
         self.model = student
         self.teacher = teacher.eval().requires_grad_(False)
         self.method = method
+        # Where the teacher's outputs come from: ``teacher_source(batch, request)``; by default one pass
+        # of this objective's own; a pack of students (engine/pack.py) hands out one shared pass.
+        self.teacher_source = teacher_source
 
     def trainable_modules(self):
         return [self.model, *self.method.trainable_modules()]
@@ -106,9 +109,15 @@ class DistillObjective(Objective):
         self.teacher.eval()
         return self
 
+    def teacher_request(self):
+        """What this objective reads of the teacher for each batch."""
+        return self.method.teacher_request()
+
     def teacher_outputs(self, batch):
         """The teacher's outputs for the batch, as the method asked (computed once, without autograd)."""
-        return run_teacher(self.teacher, batch, self.method.teacher_request())
+        if self.teacher_source is not None:
+            return self.teacher_source(batch, self.teacher_request())
+        return run_teacher(self.teacher, batch, self.teacher_request())
 
     def step(self, batch, epoch):
         logits, losses = self.method.forward_train(self.model, batch, self.teacher_outputs(batch), epoch)
@@ -136,8 +145,8 @@ class InitStageObjective(DistillObjective):
             module.train(mode)
         return self
 
-    def teacher_outputs(self, batch):
-        return run_teacher(self.teacher, batch, self.method.init_teacher_request())
+    def teacher_request(self):
+        return self.method.init_teacher_request()
 
     def step(self, batch, epoch):
         logits, loss = self.method.forward_init(self.model, batch, self.teacher_outputs(batch))

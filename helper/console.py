@@ -24,16 +24,19 @@ _ACTIVE = None
 
 
 class RunLog:
+    """The printed lines of one process's run, written to the attached log files: one for a run, one per
+    member for a pack of students (engine/pack.py), each then holding the pack's whole console."""
+
     def __init__(self):
         self.held = []
         self.partial = ''
-        self.file = None
-        self.path = self.fresh = None
+        self.files = []           # open log files, from commit on
+        self.targets = []         # (path, fresh) attached, in order
         self.broken = False
         self.lock = threading.Lock()
 
     def add(self, text):
-        """Take printed text; every completed line goes to the file (or is held until there is one)."""
+        """Take printed text; every completed line goes to the files (or is held until there are some)."""
         with self.lock:
             lines = (self.partial + text).split('\n')
             self.partial = lines.pop()
@@ -42,30 +45,34 @@ class RunLog:
 
     def _line(self, line):
         stamped = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line.rstrip(chr(13))}\n"
-        if self.file is None:
+        if not self.files:
             if len(self.held) < HELD_LINES and not self.broken:
                 self.held.append(stamped)
             return
         try:
-            self.file.write(stamped)
+            for file in self.files:
+                file.write(stamped)
         except OSError as err:
             self._drop(err)
 
     def attach(self, path, fresh):
         with self.lock:
-            if self.path is None:
-                self.path, self.fresh = path, fresh
+            if path not in [target for target, _ in self.targets]:
+                self.targets.append((path, fresh))
 
     def commit(self):
-        """Open the attached file (if any) and write what was held; from now on lines go straight there."""
+        """Open the attached files (if any) and write what was held; from now on lines go straight there."""
         with self.lock:
-            if self.file is not None or self.broken or self.path is None:
+            if self.files or self.broken or not self.targets:
                 return
-            try:
-                self.file = open(self.path, 'w' if self.fresh else 'a', encoding='utf-8', buffering=1)
-                self.file.writelines(self.held)
-            except OSError as err:
-                self._drop(err, self.path)
+            for path, fresh in self.targets:
+                try:
+                    file = open(path, 'w' if fresh else 'a', encoding='utf-8', buffering=1)
+                    self.files.append(file)
+                    file.writelines(self.held)
+                except OSError as err:
+                    self._drop(err, path)
+                    return
             self.held = []
 
     def _drop(self, err, path=None):
@@ -74,19 +81,19 @@ class RunLog:
                              f"without it\n")
         self.broken = True
         self.held = []
-        if self.file is not None:
+        self._close_files()
+
+    def _close_files(self):
+        for file in self.files:
             with contextlib.suppress(OSError):
-                self.file.close()
-            self.file = None
+                file.close()
+        self.files = []
 
     def close(self):
         if self.partial:
             self.add('\n')
         with self.lock:
-            if self.file is not None:
-                with contextlib.suppress(OSError):
-                    self.file.close()
-                self.file = None
+            self._close_files()
 
 
 class _Tee:

@@ -11,8 +11,9 @@ from .run_files import RunFiles
 
 
 class RunLogger:
-    def __init__(self, files: RunFiles, args, num_params, tensorboard=True, provenance=None):
+    def __init__(self, files: RunFiles, args, num_params, tensorboard=True, provenance=None, label=None):
         self.files = files
+        self.prefix = f'[{label}] ' if label else ''  # which student of a pack (engine/pack.py) a line is about
         self.args = args
         self.num_params = num_params
         self.tensorboard = tensorboard
@@ -40,10 +41,10 @@ class RunLogger:
         mean_time = sum(r['epoch_time'] for r in state['history']) / done
         eta = _duration(mean_time * (epochs - epoch))
         if stage != 'main':  # no validation, no files besides the stage checkpoint
-            progress.write(f"{stage} epoch {epoch}/{epochs}  lr {record['lr']:.4g}  "
+            progress.write(f"{self.prefix}{stage} epoch {epoch}/{epochs}  lr {record['lr']:.4g}  "
                            f"loss {record['train_loss']:.4f}  {record['epoch_time']:.1f}s  eta {eta}")
             return
-        progress.write(f"epoch {epoch}/{epochs}  lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
+        progress.write(f"{self.prefix}epoch {epoch}/{epochs}  lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
                        f"train {record['train_top1']:.2f}%  test {record['val_top1']:.2f}% "
                        f"(top-5 {record['val_top5']:.2f}%)  best {state['best_acc']:.2f}%  "
                        f"{record['epoch_time']:.1f}s  eta {eta}")

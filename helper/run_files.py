@@ -116,6 +116,7 @@ class RunFiles:
                                  f"--resume, or pass the checkpoint path")
         refuse_finished(path, epochs)
         return path
+
     def refuse_overwrite(self, resume, overwrite):
         """A new run never writes over an existing one unless asked to."""
         self.fresh_log = bool(overwrite and not resume)

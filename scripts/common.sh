@@ -28,3 +28,94 @@ run() {
 teacher() {
     echo "$TEACHERS/$1_vanilla/$1_best.pth"
 }
+
+# Packed runs (README, "Packed runs"): a table script hands each of its cells to student_cell; cells that
+# share everything but the student and the method (teacher, data, recipe, trial, launcher flags) are
+# trained together as one train_student.py pack, one teacher pass per batch, and flush_packs (called at
+# the script's end) runs what is left.
+#   PACK=0        one train_student.py run per cell, as before packs
+#   PACK_MAX=8    members per pack (0: no limit; a pack's step takes about K students' compute)
+PACK=${PACK:-1}
+PACK_MAX=${PACK_MAX:-8}
+declare -A _PACK_SIZE=() _PACK_STUDENTS=() _PACK_METHODS=() _PACK_FIRST=()
+_PACK_KEYS=()
+
+# student_cell <shared train_student.py flags...> -- <student> <method> [the method's flags...]
+student_cell() {
+    local shared=()
+    while [ "$1" != "--" ]; do shared+=("$1"); shift; done
+    shift
+    local student=$1
+    shift
+    if [ "$PACK" = 0 ]; then
+        run $PYTHON train_student.py "${shared[@]}" --model_s "$student" --distill "$@"
+        return
+    fi
+    local key member
+    key=$(printf '%q ' "${shared[@]}")
+    member=$(pack_member "$@")
+    if [ -z "${_PACK_SIZE[$key]+set}" ]; then
+        _PACK_KEYS+=("$key")
+        _PACK_SIZE[$key]=0
+    fi
+    if [ "${_PACK_SIZE[$key]}" = 0 ]; then
+        _PACK_STUDENTS[$key]=$student
+        _PACK_METHODS[$key]=$member
+        _PACK_FIRST[$key]=$(printf '%q ' "$student" "$@")
+    else
+        _PACK_STUDENTS[$key]+=",$student"
+        _PACK_METHODS[$key]+=",$member"
+    fi
+    _PACK_SIZE[$key]=$(( ${_PACK_SIZE[$key]} + 1 ))
+    if [ "$PACK_MAX" -gt 0 ] && [ "${_PACK_SIZE[$key]}" -ge "$PACK_MAX" ]; then
+        _flush_pack "$key"
+    fi
+}
+
+# "crd -a 0 -b 0.8 --plain_ft" -> "crd:a=0:b=0.8:plain_ft", a member of train_student.py --distill
+pack_member() {
+    local spec=$1
+    shift
+    while [ $# -gt 0 ]; do
+        local key=${1#-}
+        key=${key#-}
+        if [[ $key != *=* ]] && [ $# -gt 1 ] && { [[ $2 != -* ]] || [[ $2 =~ ^-[0-9.] ]]; }; then
+            key="$key=$2"
+            shift
+        fi
+        if [[ $key == *[:,]* ]]; then
+            echo "cannot pack '$spec ... $key': a member's flag values cannot hold ':' or ','; run with PACK=0" >&2
+            return 1
+        fi
+        spec+=":$key"
+        shift
+    done
+    echo "$spec"
+}
+
+_flush_pack() {
+    local key=$1
+    [ "${_PACK_SIZE[$key]}" -gt 0 ] || return 0
+    local shared cell students=${_PACK_STUDENTS[$key]}
+    eval "shared=($key)"
+    if [ "${_PACK_SIZE[$key]}" = 1 ]; then  # a pack of one is the plain run
+        eval "cell=(${_PACK_FIRST[$key]})"
+        run $PYTHON train_student.py "${shared[@]}" --model_s "${cell[0]}" --distill "${cell[@]:1}"
+    else
+        local list s same=1
+        IFS=, read -ra list <<< "$students"
+        for s in "${list[@]}"; do
+            [ "$s" = "${list[0]}" ] || same=0
+        done
+        [ $same = 0 ] || students=${list[0]}  # one student for every member: named once
+        run $PYTHON train_student.py "${shared[@]}" --model_s "$students" --distill "${_PACK_METHODS[$key]}"
+    fi
+    _PACK_SIZE[$key]=0
+}
+
+flush_packs() {
+    local key
+    for key in "${_PACK_KEYS[@]}"; do
+        _flush_pack "$key"
+    done
+}

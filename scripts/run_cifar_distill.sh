@@ -2,6 +2,7 @@
 # RepDistiller's CIFAR-100 benchmark (CRD paper, Tables 1 and 2): every classic method on every pair,
 # with the weights of RepDistiller's scripts/run_cifar_distill.sh (METHODS.md §6). Needs the teachers
 # of scripts/run_cifar_teachers.sh. Summarise with: python tools/report.py
+# Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -36,8 +37,8 @@ for pair in $PAIRS; do
             continue
         fi
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill $method \
-                --trial $trial --gpu_id $GPU --data_folder $DATA
+            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
         done
     done
 done
+flush_packs

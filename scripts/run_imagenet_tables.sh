@@ -14,6 +14,8 @@
 #   NODES=2 NODE_RANK=0 MASTER=10.0.0.1 bash scripts/run_imagenet_tables.sh   # on each node, NODE_RANK 0 and 1
 #   TRAIN_TEACHERS=1 ...       # also train the two teachers first (else put them where TEACHER_R34/_R50 point)
 #   DALI= ...                  # read the folders with PIL instead of DALI
+#   PACK=0 ...                 # one run per cell (default: the cells of one teacher and trial train as packs
+#                                of up to PACK_MAX=8 students, one teacher pass per batch)
 # ImageNet's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG are under $IMAGENET_DATA. The ++ methods compute the
 # teacher's class centres when they are missing; in a multi-process job compute them once beforehand, e.g.
 #   python tools/nd_centers.py --path_t $TEACHER_R34 --dataset imagenet --data_folder $IMAGENET_DATA
@@ -36,7 +38,7 @@ LAUNCH="--gpu_id $GPUS --multiprocessing-distributed --dist-url tcp://$MASTER:$P
 --rank $NODE_RANK${DALI:+ --dali $DALI}"
 
 # --distill name and weights (empty: the method's ImageNet defaults for the pair), then after '|' flags that
-# override the recipe
+# override the recipe (or carry values a pack member cannot: such a cell trains in a pack of its own)
 METHODS=(
     "kd"
     "dkd"
@@ -53,7 +55,7 @@ METHODS=(
 )
 # NORM's Table 3 compares SSKD (and ONE, below) on ResNet34 -> ResNet18 only
 METHODS_R18=(
-    "sskd --init_epochs 30 --t_lr 0.1 --t_milestones 10 20"
+    "sskd|--init_epochs 30 --t_lr 0.1 --t_milestones 10 20"
 )
 
 if [ -n "${TRAIN_TEACHERS:-}" ] && [ "$TRAIN_TEACHERS" != 0 ]; then
@@ -75,11 +77,11 @@ for pair in "$TEACHER_R34:ResNet18" "$TEACHER_R50:MobileNetV1"; do
             override=${entry#*|}
         fi
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$path_t" --model_s $s --distill $method $RECIPE $override \
-                $LAUNCH --trial $trial
+            student_cell --path_t "$path_t" $RECIPE $override $LAUNCH --trial $trial -- $s $method
         done
     done
 done
+flush_packs
 
 # ONE (online, no teacher): ResNet-18 with 3 branches, the same recipe
 for trial in $TRIALS; do

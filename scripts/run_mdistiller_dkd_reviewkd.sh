@@ -8,6 +8,7 @@
 # wrn_40_2 and vgg13 teachers' pairs; 2 for resnet56:resnet20 and resnet110:resnet32) is --distill dkd's
 # default. ReviewKD uses mdistiller's 5.0 everywhere; dvlab-research/ReviewKD's own scripts use
 # -b 8 for resnet32x4:ShuffleV2, -b 0.6 for resnet56:resnet20 and -b 1 for resnet110:resnet32.
+# Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -20,8 +21,8 @@ for pair in $PAIRS; do
     t=${pair%%:*}; s=${pair##*:}
     for method in $METHODS; do
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill $method \
-                --trial $trial --gpu_id $GPU --data_folder $DATA
+            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
         done
     done
 done
+flush_packs

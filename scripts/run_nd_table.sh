@@ -9,6 +9,7 @@
 # no MobileNetV2 lr, which gets 0.02 here too (unverified). The KD-type term is warmed up over 20 epochs
 # (--nd_warmup, the default). Weights are those of ND's train_cifar.sh, DIST++/train_dist.sh and
 # ReviewKD++/train_reviewkd.sh; they are also the defaults of the four names, spelled out here.
+# Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -43,8 +44,10 @@ for pair in $PAIRS; do
     )
     for method in "${METHODS[@]}"; do
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill $method $RECIPE \
-                --learning_rate $lr --trial $trial --gpu_id $GPU --data_folder $DATA
+            # the lr is the student's: a member flag, so that one teacher's students share a pack
+            student_cell --path_t "$(teacher $t)" $RECIPE --trial $trial --gpu_id $GPU --data_folder $DATA \
+                -- $s $method --learning_rate $lr
         done
     done
 done
+flush_packs

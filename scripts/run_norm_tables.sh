@@ -16,6 +16,8 @@
 #   python tools/report.py                            # NORM, NORM+KD, NORM+CRD, student w/ 1 default FT
 #                                                     # (norm r=1, a=0, b=0); NORM reports the best epoch
 #   python tools/report.py --save_root save_plain_ft  # NORM with the plain FT, student w/ 1 plain FT
+# Cells of one teacher and trial train as packs (one teacher pass per batch; the plain-FT runs are
+# members with their own --save_root); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -37,8 +39,8 @@ for pair in $PAIRS; do
     t=${pair%%:*}; s=${pair##*:}
     for method in "${METHODS[@]}"; do
         for trial in $TRIALS; do
-            run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill $method \
-                --trial $trial --gpu_id $GPU --data_folder $DATA
+            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
         done
     done
 done
+flush_packs

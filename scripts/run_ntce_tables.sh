@@ -7,6 +7,7 @@
 # weight decay halved; it is spelled out here rather than hidden behind --distill ntce.
 # Weights are the configs' (CE 1, MKL 8; 2 for resnet56:resnet20 and resnet110:resnet32); shrink factors
 # and T 4 / warm-up 20 are the per-pair defaults of --distill mkl and ntce (README).
+# Cells of one teacher, recipe and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -22,9 +23,11 @@ for pair in $PAIRS; do
         *) weight=8 ;;
     esac
     for trial in $TRIALS; do
-        run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill mkl -r 1 -a 0 -b $weight \
-            --trial $trial --gpu_id $GPU --data_folder $DATA
-        run $PYTHON train_student.py --path_t "$(teacher $t)" --model_s $s --distill ntce -r 1 -a 0 -b $weight \
-            $NTCE_BUDGET --trial $trial --gpu_id $GPU --data_folder $DATA
+        # MKL and NTCE-KD have different recipes, so they fall into different packs
+        student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA \
+            -- $s mkl -r 1 -a 0 -b $weight
+        student_cell --path_t "$(teacher $t)" $NTCE_BUDGET --trial $trial --gpu_id $GPU --data_folder $DATA \
+            -- $s ntce -r 1 -a 0 -b $weight
     done
 done
+flush_packs

@@ -9,6 +9,7 @@
 # val/ under $IMAGENET_DATA and the teacher at $IMAGENET_TEACHER. The repo runs it on four GPUs with
 # --multiprocessing-distributed --dist-url tcp://127.0.0.1:23344 --dali gpu; put such launcher flags in
 # IMAGENET_LAUNCH (empty: one process on the first GPU of $IMAGENET_GPUS).
+# Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -37,18 +38,20 @@ for s in $STUDENTS; do
     for method in "${METHODS[@]}"; do
         for trial in $TRIALS; do
             # the factor goes into --trial: the run folder does not name it, and f = 8, 4, 2 must not collide
-            [[ $method == simkd* ]] && name="f${method##* }_$trial" || name=$trial
-            run $PYTHON train_student.py --path_t "$(teacher resnet32x4)" --model_s $s --distill $method \
-                --trial $name --gpu_id $GPU --data_folder $DATA
+            own=()
+            [[ $method == simkd* ]] && own=(--trial "f${method##* }_$trial")
+            student_cell --path_t "$(teacher resnet32x4)" --trial $trial --gpu_id $GPU --data_folder $DATA \
+                -- $s $method "${own[@]}"
         done
     done
 done
 
 if [ -n "${IMAGENET:-}" ] && [ "$IMAGENET" != 0 ]; then
     for trial in $TRIALS; do
-        run $PYTHON train_student.py --path_t "$IMAGENET_TEACHER" --batch_size 256 --epochs 120 --dataset imagenet \
-            --model_s ResNet18 --distill simkd -c 0 -d 0 -b 1 --learning_rate 0.1 --lr_decay_epochs 30,60,90 \
-            --weight_decay 1e-4 --num_workers 32 --gpu_id $IMAGENET_GPUS $IMAGENET_LAUNCH --trial $trial \
-            --data_folder $IMAGENET_DATA
+        student_cell --path_t "$IMAGENET_TEACHER" --batch_size 256 --epochs 120 --dataset imagenet \
+            --learning_rate 0.1 --lr_decay_epochs 30,60,90 --weight_decay 1e-4 --num_workers 32 \
+            --gpu_id $IMAGENET_GPUS $IMAGENET_LAUNCH --trial $trial --data_folder $IMAGENET_DATA \
+            -- ResNet18 simkd -c 0 -d 0 -b 1
     done
 fi
+flush_packs

@@ -62,8 +62,7 @@ def test_mobile_half_runs_as_mobilenetv2_with_its_lr_rule():
     args = train_student.parse_args(['--path_t', TEACHER, '--model_s', 'mobile_half', '--distill', 'DKD'])
     assert args.model_s == 'MobileNetV2' and args.learning_rate == 0.01
     assert train_teacher.parse_args(['--model', 'mobile_half']).model == 'MobileNetV2'
-    folder = train_student.student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma,
-                                            args.alpha, args.beta, args.trial)
+    folder = train_student.run_name(args)
     assert folder.startswith('S:MobileNetV2_T:resnet32x4_cifar100_dkd_')
 
 

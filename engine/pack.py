@@ -1,0 +1,558 @@
+"""Packed distillation: one process trains several students from one teacher, one teacher pass per batch.
+
+    python train_student.py --path_t <teacher> --model_s resnet8x4 --distill kd,crd,dkd,simkd --trial 0
+    python train_student.py --path_t <teacher> --model_s resnet8x4,vgg8 --distill kd:r=0.1:a=0.9,simkd:f=4
+
+A *member* is ``method[:flag[=value]...]``: its flags are those of a single run, written without dashes
+(one letter: ``-x``, else ``--name``; no value: a switch), added after the shared command line, so each
+member's arguments are exactly those its single run would parse (``parse_pack``), with its method's
+published defaults. ``--model_s`` gives one student for all, or one per member.
+
+Why a member's result is its single run's, bit for bit on the CPU with --deterministic:
+- data: every random draw of a loader comes from its own stream keyed by (seed, epoch, stream)
+  (dataset/batches.py), so a loader that also draws CRD rows or the strong view yields the same images,
+  crops and flips. The pack builds one loader with the union of the members' options and hands each
+  member its view of every batch (``MemberLoader``): the rows and views it asked for, nothing else, and
+  the steps its single run takes (a member with drop_last, SemCKD, stops before a last short batch).
+  Members whose CRD rows differ (another --nce_k or --mode) would need another draw: they are refused.
+- teacher: one pass per batch with features if any member reads them (the logits are the same with or
+  without, in eval mode), the pre-ReLU pass only if a member reads pre-ReLU maps, the strong view only
+  if a member reads it (``SharedTeacher``); each member gets what ``run_teacher`` would give it.
+- everything else is the member's own: student, method modules, optimiser, files, and its own global
+  random state (``RandomState``): each member is built from the state a single run has after loading
+  the teacher, and its state is swapped in around everything it does (dropout, CRD's sampling).
+
+A member whose loss goes non-finite stops (its metrics.json says so) and the others go on; the pack
+then exits with one line naming it. --resume auto resumes every member from its own checkpoint.
+"""
+import argparse
+import contextlib
+import dataclasses
+import difflib
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+from dataset.batches import ContrastSpec
+from distiller_zoo import DISTILLERS
+from engine.loop import evaluate_predictions
+from engine.setup import count_parameters, devices_and_data, run_provenance, synchronise_batchnorm
+from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher, main_trainer,
+                            student_files, teacher_file, training_summary)
+from helper import distributed
+from helper.checkpoint import check_file, load_checkpoint
+from helper.errors import KDZooError, NonFiniteLossError
+from helper.logger import RunLogger
+from helper.run_files import refuse_finished
+from helper.runtime import autocast, draw_seed, memory_format, seed_everything
+from models.features import NetOutput, run_network
+
+# Settings the members share because the pack computes them once: the teacher, the data and its loader,
+# the seed, the device and precision, the job's processes. Everything else (weights, method flags, the
+# student, lr, epochs, schedule, trial, save root) may differ between members.
+SHARED = ('path_t', 'model_t', 'dataset', 'data_folder', 'batch_size', 'num_workers', 'dali', 'seed',
+          'deterministic', 'precision', 'gpu_id', 'resume', 'overwrite', 'skip_validation', 'print_freq',
+          'multiprocessing_distributed', 'dist_url', 'dist_backend', 'world_size', 'rank', 'nproc_per_node',
+          'sync_bn')
+# Loader options a pack knows how to share (Distiller.data_options).
+DATA_OPTIONS = ('train_sample', 'drop_last', 'strong_view')
+_KEY = re.compile(r'^[A-Za-z][A-Za-z0-9_-]*$')
+
+
+# ---- the command line -----------------------------------------------------------------------------
+def is_pack(distill, model_s):
+    """A list in --distill or --model_s, or member flags (``kd:r=0.1``), make a pack."""
+    return ',' in distill or ':' in distill or ',' in model_s
+
+
+@dataclasses.dataclass
+class MemberSpec:
+    text: str        # as written in --distill
+    method: str
+    model_s: str
+    flags: list      # argv words of the member's own flags
+
+    @property
+    def label(self):
+        return f'{self.model_s} {self.text}'
+
+
+def split_members(distill, model_s, parser):
+    """The members of ``--distill`` paired with ``--model_s``, their flags checked against ``parser``."""
+    methods = [part.strip() for part in distill.split(',')]
+    models = [part.strip() for part in model_s.split(',')]
+    if '' in methods or '' in models:
+        raise KDZooError(f"empty entry in --distill '{distill}' or --model_s '{model_s}'; separate members with "
+                         f"single commas")
+    if len(models) == 1:
+        models = models * len(methods)
+    elif len(methods) == 1:
+        methods = methods * len(models)
+    elif len(models) != len(methods):
+        raise KDZooError(f"--model_s lists {len(models)} students and --distill {len(methods)} methods; give one "
+                         f"student for all members, or one per member")
+    return [member_spec(text, model, parser) for text, model in zip(methods, models)]
+
+
+def member_spec(text, model_s, parser):
+    method, *options = text.split(':')
+    if method not in DISTILLERS:
+        close = difflib.get_close_matches(method, list(DISTILLERS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ''
+        raise KDZooError(f"pack member '{text}': unknown method '{method}'{hint}; known: "
+                         f"{', '.join(sorted(DISTILLERS))}")
+    flags = []
+    for option in options:
+        key, has_value, value = option.partition('=')
+        if not _KEY.match(key):
+            raise KDZooError(f"pack member '{text}': '{option}' is not flag=value (e.g. kd:r=0.1:a=0.9)")
+        flag = f'-{key}' if len(key) == 1 else f'--{key}'
+        words = DISTILLERS[method].rewrite_argv([flag])  # NORM's -c/-s are its --ceta/--co-sponge
+        action = parser._option_string_actions.get(words[0].split('=')[0])
+        if action is None:
+            known = [s.lstrip('-') for s in parser._option_string_actions]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ''
+            raise KDZooError(f"pack member '{text}': unknown flag '{key}'{hint}")
+        if action.dest in ('distill', 'model_s'):
+            raise KDZooError(f"pack member '{text}': '{key}' is given by the member list itself")
+        if action.nargs == 0 and has_value:
+            raise KDZooError(f"pack member '{text}': '{key}' is a switch and takes no value")
+        if action.nargs != 0 and not has_value:
+            raise KDZooError(f"pack member '{text}': '{key}' needs a value ({key}=...)")
+        flags += [flag, value] if has_value else [flag]
+    return MemberSpec(text, method, model_s, flags)
+
+
+def parse_pack(argv, distill, model_s, parser, parse_single):
+    """The pack's arguments: a namespace of the shared settings whose ``members`` are the members' own
+    arguments (each ``parse_single`` of the shared command line, the member's method and student, then
+    its flags) and ``labels`` their names; every way a pack can be wrong is one line, here."""
+    specs = split_members(distill, model_s, parser)
+    members = []
+    for spec in specs:
+        words = list(argv) + ['--distill', spec.method, '--model_s', spec.model_s] + spec.flags
+        try:
+            members.append(parse_single(words, parser))
+        except KDZooError as err:
+            raise KDZooError(f"pack member '{spec.label}': {err}") from None
+    labels = [spec.label for spec in specs]
+    for key in SHARED:
+        values = [getattr(args, key) for args in members]
+        if any(value != values[0] for value in values):
+            other = next(i for i, value in enumerate(values) if value != values[0])
+            raise KDZooError(f"pack members '{labels[0]}' and '{labels[other]}' differ in --{key} ({values[0]} "
+                             f"and {values[other]}); the members of a pack share it, so run them in separate packs")
+    if members[0].resume not in (None, 'auto'):
+        raise KDZooError("a pack resumes with --resume auto (each member from its own last checkpoint), not "
+                         "from one checkpoint path")
+    folders = {}
+    for label, args in zip(labels, members):
+        folder = student_files(args).folder
+        if folder in folders:
+            raise KDZooError(f"pack members '{folders[folder]}' and '{label}' would both write {folder}; give one "
+                             f"of them another trial (e.g. {label.split()[1]}:trial=<name>)")
+        folders[folder] = label
+    shared_data_options(members, labels)  # refuses loaders the members cannot share, before anything starts
+    pack = argparse.Namespace(**vars(members[0]))
+    pack.distill, pack.model_s = distill, model_s
+    pack.members, pack.labels = members, labels
+    return pack
+
+
+def shared_data_options(members, labels):
+    """The options of the pack's one loader (build_data) and, per member, what of it the member reads:
+    (wants CRD rows, wants the strong view, stops before a last short batch)."""
+    options = []
+    for label, args in zip(labels, members):
+        try:
+            own = DISTILLERS[args.distill].data_options(args)
+        except KDZooError as err:
+            raise KDZooError(f"pack member '{label}': {err}") from None
+        unknown = sorted(set(own) - set(DATA_OPTIONS))
+        if unknown:
+            raise KDZooError(f"pack member '{label}' asks the loader for '{unknown[0]}', which a pack cannot "
+                             f"share; train it alone")
+        options.append(own)
+    specs = {}
+    for label, own in zip(labels, options):
+        if own.get('train_sample') is not None:
+            specs.setdefault(own['train_sample'], label)
+    if len(specs) > 1:
+        (a, first), (b, second) = list(specs.items())[:2]
+        raise KDZooError(f"pack members '{first}' and '{second}' draw different CRD contrast rows (--nce_k "
+                         f"{a.k}, --mode {a.mode} against {b.k}, {b.mode}); one loader draws one set, so run "
+                         f"them in separate packs")
+    union = {}
+    if specs:
+        union['train_sample'] = next(iter(specs))
+    if any(own.get('strong_view') for own in options):
+        union['strong_view'] = True
+    if all(own.get('drop_last') for own in options):
+        union['drop_last'] = True
+    reads = [(isinstance(own.get('train_sample'), ContrastSpec), bool(own.get('strong_view')),
+              bool(own.get('drop_last'))) for own in options]
+    return union, reads
+
+
+# ---- what the members share ---------------------------------------------------------------------------
+class SharedTeacher:
+    """The teacher's outputs for the current batch, computed once for every member that reads them.
+
+    ``compute`` runs the union of the requests: per input (the training images, or a request's own
+    ``view`` where requests carry one) one pass with features if any member reads them (else logits
+    only) and a second with pre-ReLU maps only if some member reads those; each extra view once; nothing
+    for requests that are not ``needed`` (where requests carry that field). ``outputs(batch, request)``
+    is then what ``run_teacher(teacher, batch, request)`` would return."""
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+        self.passes = 0  # teacher forwards so far (the bench reads it)
+        self.clear()
+
+    def clear(self):
+        self._images, self._out, self._views = None, {}, {}
+
+    @torch.no_grad()
+    def compute(self, batch, requests):
+        needed = [r for r in requests if _needed(r)]
+        for view in sorted({_view(r) for r in needed}, key=str):
+            mine = [r for r in needed if _view(r) == view]
+            images = batch.images if view is None else batch.view(view)
+            plain_feats = any(r.feats and not r.preact for r in mine)
+            preact_feats = any(r.feats and r.preact for r in mine)
+            if plain_feats or (any(not r.feats for r in mine) and not preact_feats):
+                self._out[view, False] = run_network(self.teacher, images, plain_feats, False)
+                self.passes += 1
+            if preact_feats:
+                self._out[view, True] = run_network(self.teacher, images, True, True)
+                self.passes += 1
+        for view in sorted({view for r in needed for view in r.views}):
+            self._views[view] = NetOutput(self.teacher(batch.view(view)))
+            self.passes += 1
+        self._images = batch.images
+
+    def outputs(self, batch, request):
+        if batch.images is not self._images:
+            raise RuntimeError("SharedTeacher.outputs asked for a batch it has not computed")
+        if not _needed(request):
+            return None
+        view = _view(request)
+        if request.feats:
+            source = self._out[view, request.preact]
+        else:  # the logits are the same with or without features, plain or pre-ReLU
+            source = self._out.get((view, False)) or self._out[view, True]
+        return NetOutput(source.logits, source.feats if request.feats else None,
+                         views={name: self._views[name] for name in request.views})
+
+
+def _view(request):
+    """The input a request's main pass reads (None: the training images); requests without the field
+    read the training images."""
+    return getattr(request, 'view', None)
+
+
+def _needed(request):
+    return getattr(request, 'needed', True)
+
+
+class MemberLoader:
+    """One member's view of the pack's training loader: its batches as its single run's loader yields
+    them (CRD rows and the strong view only if it reads them) and its number of steps."""
+
+    def __init__(self, loader, steps, contrast, strong):
+        self.loader, self.steps, self.contrast, self.strong = loader, steps, contrast, strong
+
+    def __getattr__(self, name):  # seed, batch_size ... of the loader
+        if name == 'loader':  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return self.steps
+
+    def project(self, batch):
+        drop = {}
+        if not self.contrast and batch.contrast_idx is not None:
+            drop['contrast_idx'] = None
+        if not self.strong and batch.images_strong is not None:
+            drop['images_strong'] = None
+        return dataclasses.replace(batch, **drop) if drop else batch
+
+    def __iter__(self):
+        for step, batch in enumerate(self.loader):
+            if step == self.steps:
+                return
+            yield self.project(batch)
+
+
+class RandomState:
+    """The global random generators a member's single run would own (torch's CPU one and its device's,
+    Python's, NumPy's), swapped in around everything the member does."""
+
+    def __init__(self, device):
+        self.device = device
+        self.torch = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == 'cuda' else None
+        self.python = random.getstate()
+        self.numpy = np.random.get_state()
+
+    def restore(self):
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
+
+
+class Member:
+    def __init__(self, label, args, reads):
+        self.label, self.args = label, args
+        self.contrast, self.strong, self.drop_last = reads
+        self.files = student_files(args)
+        self.resume_path = None
+        self.finished = False   # already trained all its epochs (found by --resume auto)
+        self.stopped = None     # the error that stopped it
+        self.objective = self.logger = self.data = self.random = None
+        self.trainers = {}      # stage -> Trainer
+
+    @contextlib.contextmanager
+    def own_random_state(self):
+        self.random.restore()
+        try:
+            yield
+        finally:
+            self.random = RandomState(self.random.device)
+
+    @contextlib.contextmanager
+    def errors_named(self):
+        try:
+            yield
+        except KDZooError as err:
+            if str(err).startswith('pack member'):
+                raise
+            raise type(err)(f"pack member '{self.label}': {err}") from None
+
+
+# ---- the run --------------------------------------------------------------------------------------
+def train_pack(pack):
+    """One process's share of a pack: every member's run, one shared loader and teacher pass per batch.
+    Returns {label: final state}; raises one line naming the members that stopped."""
+    job = distributed.current()
+    union, reads = shared_data_options(pack.members, pack.labels)
+    members = [Member(label, args, read) for label, args, read in zip(pack.labels, pack.members, reads)]
+    find_checkpoints(pack, members)
+    todo = [m for m in members if not m.finished]
+    seed_pack(pack, members)
+    check_file(pack.path_t, '--path_t')
+    device, precision, data = devices_and_data(pack, **union)
+    teacher = load_teacher(pack, data.num_classes, device, memory_format(precision))
+    shared = SharedTeacher(teacher)
+    after_teacher = RandomState(device)  # a single run's global random state once the teacher is built
+    for m in todo:
+        m.args.teacher_sha256 = pack.teacher_sha256
+        build_member(m, data, union, after_teacher, shared, device, precision)
+        num_params = count_parameters(m.objective.model)
+        provenance = run_provenance(device, precision, data, teacher_file(m.args))
+        m.logger = RunLogger(m.files, m.args, num_params, provenance=provenance, label=m.label)
+        print(f"[{m.label}] student {m.args.model_s} ({num_params / 1e6:.2f}M parameters) by {m.args.distill}; "
+              f"{m.args.weights_note}; {m.args.lr_note}")
+    requests = [m.objective.teacher_request() for m in todo]
+    print(f"pack of {len(todo)} students <- teacher {pack.model_t}; {pack.dataset}; {device.type}, {precision}; "
+          f"seed {pack.seed}; one teacher pass per batch{describe(requests)}")
+    if not pack.skip_validation:
+        top1, top5, _ = evaluate_predictions(teacher, data.val, device, precision)
+        for m in todo:
+            m.args.teacher_top1 = top1
+        print(f"teacher {pack.model_t}: top-1 {top1:.2f}% (top-5 {top5:.2f}%) on the {pack.dataset} test set")
+    if job.is_main:  # the other ranks of a job write nothing
+        for m in todo:
+            with m.errors_named():
+                m.files.create()
+
+    for m in todo:
+        with m.errors_named():
+            trainer = init_stage_trainer(m.args, m.objective, m.data, m.files, m.logger, device, precision,
+                                         m.resume_path)
+        if trainer is not None:
+            m.trainers['init'] = trainer
+    run_stage('init', [m for m in todo if 'init' in m.trainers], data.train, shared, device, precision)
+    for m in todo:
+        if m.stopped is None:
+            with m.errors_named():
+                m.trainers['main'] = main_trainer(m.args, m.objective, m.data, m.files, m.logger, device,
+                                                  precision, m.resume_path)
+
+    def closing(m):
+        """The member's closing writes, before its 'finished' (so that --resume auto redoes them after a kill)."""
+        return lambda state: export_deployable(m.objective, m.args, m.files, state, m.logger.provenance)
+
+    def finished(m):
+        print(f"[{m.label}] {training_summary(m.args, m.files, m.trainers['main'].state)}")
+    run_stage('main', [m for m in todo if 'main' in m.trainers], data.train, shared, device, precision, finished,
+              closing)
+    stopped = [m for m in todo if m.stopped is not None]
+    if stopped:
+        raise NonFiniteLossError(f"{len(stopped)} of {len(todo)} pack members stopped on a non-finite loss "
+                                 f"({'; '.join(f'{m.label}: {m.stopped}' for m in stopped)}); the others finished")
+    return {m.label: m.trainers['main'].state for m in todo}
+
+
+def build_member(m, data, union, random_state, shared, device, precision):
+    """The member's view of the data and its objective (student, method modules) on the shared teacher,
+    built from ``random_state``: the global random state a single run has once its teacher is loaded."""
+    steps = len(data.train)
+    if m.drop_last and not union.get('drop_last'):
+        steps = min(steps, data.num_train // m.args.batch_size)
+    m.data = dataclasses.replace(data, train=MemberLoader(data.train, steps, m.contrast, m.strong))
+    m.random = random_state
+    with m.own_random_state(), m.errors_named():
+        m.objective = build_objective(m.args, m.data, device, precision, teacher=shared.teacher,
+                                      teacher_source=shared.outputs)
+        synchronise_batchnorm(m.objective, m.args, device)
+
+
+def pack_step(running, stage, batch, epoch, step, shared, device, precision, progress):
+    """One batch of the pack: the teacher once for every running member, then each member's step on its
+    view of the batch, under its own random state. A member whose loss went non-finite is marked stopped."""
+    requests = [m.trainers[stage].objective.teacher_request() for m in running]
+    with autocast(device, precision):
+        shared.compute(batch, requests)
+    for m in running:
+        with m.own_random_state():
+            try:
+                m.trainers[stage].train_step(m.data.train.project(batch), epoch, step, progress)
+            except NonFiniteLossError as err:
+                m.stopped = str(err)
+                progress.write(f"[{m.label}] stopped: {err}")
+    shared.clear()
+
+
+def describe(requests):
+    requests = [r for r in requests if _needed(r)]
+    parts = []
+    if any(r.feats and not r.preact for r in requests):
+        parts.append('features')
+    if any(r.feats and r.preact for r in requests):
+        parts.append('pre-ReLU features (a second pass)')
+    parts += [f"the '{view}' view" for view in sorted({v for r in requests for v in r.views})]
+    return f" ({', '.join(parts)})" if parts else ' (logits)'
+
+
+def find_checkpoints(pack, members):
+    """Refuse to write over runs; with --resume auto, each member's own checkpoint (none: it starts afresh;
+    all its epochs done: it is skipped)."""
+    for m in members:
+        with m.errors_named():
+            m.files.refuse_overwrite(pack.resume, pack.overwrite)
+    if not pack.resume:
+        return
+    for m in members:
+        for path in (m.files.last, m.files.stage_checkpoint('init')):
+            if distributed.broadcast_object(os.path.isfile(path)):
+                m.resume_path = path
+                break
+    if not any(m.resume_path for m in members):
+        raise KDZooError(f"--resume auto found no checkpoint of any pack member (e.g. '{members[0].files.last}'); "
+                         f"start the pack without --resume")
+    for m in members:
+        if m.resume_path == m.files.last:
+            try:  # a member that trained every epoch but stopped before its closing writes is finished then
+                refuse_finished(m.resume_path, m.args.epochs)
+            except KDZooError as err:
+                m.finished = True
+                print(f"[{m.label}] {err}; skipped")
+        elif m.resume_path is None:
+            print(f"[{m.label}] no checkpoint in {m.files.folder}; starts afresh")
+    if all(m.finished for m in members):
+        raise KDZooError("every member of the pack already finished its epochs; nothing to resume (pass a larger "
+                         "--epochs to train on)")
+
+
+def seed_pack(pack, members):
+    """One seed for every member (the data are drawn once): --seed, else the one the resumed members'
+    checkpoints hold, else a fresh one; then seeded as a single run seeds."""
+    if pack.seed is None:
+        seeds = set()
+        for m in members:
+            if m.resume_path:
+                seeds.add(load_checkpoint(m.resume_path, '--resume checkpoint').get('opt', {}).get('seed'))
+        seeds.discard(None)
+        if len(seeds) > 1:
+            raise KDZooError(f"the pack members' checkpoints were trained with different seeds ({sorted(seeds)}); a "
+                             f"pack draws one data order, so resume them separately or pass --seed")
+        pack.seed = seeds.pop() if seeds else draw_seed()
+    pack.seed = distributed.broadcast_object(pack.seed)
+    seed_everything(pack.seed, pack.deterministic)
+    for m in members:
+        m.args.seed = pack.seed
+
+
+def run_stage(stage, members, loader, shared, device, precision, on_finish=None, closing=None):
+    """Train ``members``' Trainers of ``stage`` together: per epoch, each member that is due begins its
+    epoch, then every batch is drawn once, the teacher runs once, and each member takes its step on its
+    view of the batch with its own random state; then each validates and saves (Trainer.end_epoch)."""
+    if not members:
+        return
+    trainers = {m: m.trainers[stage] for m in members}
+    for trainer in trainers.values():
+        trainer.sync_ranks()
+    first = min(t.state['epoch'] for t in trainers.values()) + 1
+    last = max(t.epochs for t in trainers.values())
+    total = sum(max(t.epochs - t.state['epoch'], 0) * len(t.data.train) for t in trainers.values())
+    progress = next(iter(trainers.values())).progress_bar(total)
+    try:
+        with contextlib.ExitStack() as stops:
+            for trainer in trainers.values():  # a stop signal or a full disk: every member records it
+                stops.enter_context(trainer.stopping())
+            run_epochs(members, trainers, loader, shared, device, precision, progress, first, last, stage,
+                       on_finish, closing)
+    finally:
+        progress.close()
+
+
+def run_epochs(members, trainers, loader, shared, device, precision, progress, first, last, stage, on_finish,
+               closing):
+    """The epochs of ``run_stage``; a member that trained every epoch before (resumed after its last
+    checkpoint) only does its closing writes."""
+    def finish(m):
+        trainers[m].finish(closing(m) if closing else None)
+        if on_finish is not None:
+            on_finish(m)
+    for m in members:
+        if trainers[m].state['epoch'] >= trainers[m].epochs:
+            with m.own_random_state():
+                finish(m)
+    for epoch in range(first, last + 1):
+        due = [m for m in members if m.stopped is None and trainers[m].state['epoch'] == epoch - 1
+               and epoch <= trainers[m].epochs]
+        if not due:
+            continue
+        for m in due:
+            with m.own_random_state():
+                trainers[m].begin_epoch(epoch)
+        loader.set_epoch(epoch)
+        steps = max(len(trainers[m].data.train) for m in due)
+        for step, batch in enumerate(loader, 1):
+            if step > steps:
+                break
+            running = [m for m in due if m.stopped is None and step <= len(trainers[m].data.train)]
+            pack_step(running, stage, batch, epoch, step, shared, device, precision, progress)
+        for m in due:
+            if m.stopped is not None:
+                continue
+            with m.own_random_state():
+                trainer = trainers[m]
+                trainer.end_epoch(epoch, trainer.train_means(), progress)
+                if trainer.state['epoch'] >= trainer.epochs:
+                    finish(m)
+
+
+__all__ = ['Member', 'MemberLoader', 'RandomState', 'SharedTeacher', 'build_member', 'is_pack', 'pack_step',
+           'parse_pack', 'shared_data_options', 'train_pack']

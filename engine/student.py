@@ -1,0 +1,130 @@
+"""The pieces of one student run that train_student.py and a pack of students (engine/pack.py) share:
+the run's folder name, files, the teacher, the objective, the init stage of two-stage methods, the
+deployable file."""
+import argparse
+import os
+
+from distiller_zoo import DISTILLERS
+from distiller_zoo.base import probe_networks
+from engine.loop import Trainer
+from engine.objective import DistillObjective, InitStageObjective
+from engine.setup import sgd
+from helper.checkpoint import atomic_save
+from helper.provenance import INFRA, state_dict_sha256
+from helper.run_files import RunFiles, student_run_name
+from helper.runtime import memory_format
+from models.registry import build_model
+from models.weights import load_weights
+
+
+def method_flags(method_cls, parser):
+    """{dest: name in folder names and report labels} of the flags ``method_cls`` reads (its
+    ``flag_dests``), without I/O flags and hidden ones; the name is the one-letter spelling where there is
+    one (``-f`` -> ``f``), else the destination."""
+    actions = {action.dest: action for action in parser._actions}
+    names = {}
+    for dest in method_cls.flag_dests(parser):
+        action = actions[dest]
+        if dest in INFRA or action.help == argparse.SUPPRESS:
+            continue
+        short = [option for option in action.option_strings if not option.startswith('--')]
+        names[dest] = short[0].lstrip('-') if short else dest
+    return names
+
+
+def non_default_flags(args):
+    """[(name, value)] of the method's flags whose value differs from its default for this pair."""
+    defaults = args.run_defaults
+    return [(name, getattr(args, dest)) for dest, name in args.method_flags.items()
+            if dest in defaults and _differs(getattr(args, dest), defaults[dest])]
+
+
+def _differs(value, default):
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) != list(default)
+    return value != default
+
+
+def run_name(args):
+    """The run folder's name: the SimKD repo's, plus the method flags that differ from their defaults."""
+    return student_run_name(args.model_s, args.model_t, args.dataset, args.distill, args.gamma, args.alpha,
+                            args.beta, args.trial, non_default_flags(args))
+
+
+def student_files(args):
+    """The run's folder (save/students/models/S:<s>_T:<t>_..._<trial>) and its files."""
+    return RunFiles(args.save_root, 'students', run_name(args), args.model_s)
+
+
+def load_teacher(args, num_classes, device, fmt):
+    """The frozen teacher; ``args.teacher_sha256`` is the hash of the weights loaded (helper/provenance.py),
+    which tells two teacher files of one architecture apart in metrics.json and tools/report.py."""
+    teacher = build_model(args.model_t, num_classes, args.dataset, '--model_t')
+    load_weights(teacher, args.path_t, args.model_t, flag='--path_t')
+    args.teacher_sha256 = state_dict_sha256(teacher.state_dict())
+    return teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
+
+
+def teacher_file(args):
+    """The teacher file's record in the run's provenance."""
+    return dict(path=os.path.abspath(args.path_t), model=args.model_t, sha256=args.teacher_sha256)
+
+
+def build_objective(args, data, device, precision, method_cls=None, teacher=None, teacher_source=None):
+    """Teacher (loaded, frozen; or the one given, which a pack shares), student and the method's modules,
+    wired into one objective. The global random state is drawn in the order of a single run: teacher,
+    student, probe, method."""
+    method_cls = method_cls or DISTILLERS[args.distill]
+    fmt = memory_format(precision)
+    teacher = teacher if teacher is not None else load_teacher(args, data.num_classes, device, fmt)
+    student = build_model(args.model_s, data.num_classes, args.dataset, '--model_s').to(device, memory_format=fmt)
+    probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 224 if args.dataset == 'imagenet' else 32,
+                                      fmt)
+    method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
+    return DistillObjective(student, teacher, method, teacher_source)
+
+
+def init_stage_trainer(args, objective, data, files, logger, device, precision, resume_path):
+    """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py);
+    SSKD trains its teacher's self-supervision head on the frozen teacher: the Trainer of that stage
+    (resumed where ``resume_path`` is its checkpoint), or None when the method has none or the main stage
+    had begun."""
+    method = objective.method
+    modules = method.init_modules(objective.model)
+    if not modules or args.init_epochs == 0:
+        return None
+    if resume_path and resume_path != files.stage_checkpoint('init'):
+        return None  # the main stage had begun: the init stage is in its checkpoint already
+    init = InitStageObjective(objective.model, objective.teacher, method, objective.teacher_source)
+    trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
+                      epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch))
+    if resume_path:
+        trainer.resume(resume_path)
+    return trainer
+
+
+def main_trainer(args, objective, data, files, logger, device, precision, resume_path):
+    """The Trainer of the main stage, resumed from ``resume_path`` unless that is the init stage's file."""
+    trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
+                      precision)
+    if resume_path and resume_path != files.stage_checkpoint('init'):
+        trainer.resume(resume_path)
+    return trainer
+
+
+def export_deployable(objective, args, files, state, provenance=None):
+    """Methods whose deployed network is more than the student (SimKD) also write <s>_deploy.pth."""
+    exported = objective.method.deployable(objective.model, objective.teacher)
+    if exported is None:
+        return
+    module, meta = exported
+    path = os.path.join(files.folder, f'{args.model_s}_deploy.pth')
+    atomic_save(dict(model=module.state_dict(), deploy=meta, epoch=state['epoch'],
+                     accuracy=state['history'][-1]['val_top1'], provenance=provenance), path)
+    print(f"deployable network (last epoch) saved to {path}; evaluate it with tools/eval.py --path {path}")
+
+
+def training_summary(args, files, state):
+    last = state['history'][-1]
+    return (f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
+            f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
