@@ -47,7 +47,7 @@ def build_parser():
     method = parser.add_argument_group('distillation')
     method.add_argument('--distill', default='kd', help=f"method: {', '.join(sorted(DISTILLERS))}; a "
                         f"comma-separated list of method[:flag=value...] trains a pack of students, e.g. "
-                        f"kd,crd,dkd:b=8,simkd:f=4 (README, 'Packed runs')")
+                        f"kd,crd,dkd:b=8,simkd:f=4 (docs/methods.md, 'Packed runs')")
     add_loss_weights(method)
     return add_method_arguments(parser)
 

@@ -7,7 +7,6 @@ images and batch size, in one process, one after the other; images/s and (on CUD
     python bench/bench_kd.py --steps 300 --workers 8 --json bench/kd_gpu.json   # on a GPU machine
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from models import model_dict  # noqa: E402
 from plain_loop import plain_kd_step, plain_loader  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 from conftest import write_fake_cifar100  # noqa: E402
+from results import save  # noqa: E402
 
 
 def sync(device):
@@ -146,10 +146,7 @@ def main(argv=None):
     print(f"  kdzoo train_student.py step ({ours['precision']}):        {ours['images_per_s']:8.1f} images/s")
     if plain:
         print(f"  speed-up: {result['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return save(result, args.json)
 
 
 if __name__ == '__main__':

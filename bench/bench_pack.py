@@ -18,7 +18,6 @@ Run it on an otherwise idle machine: the timings of the two sides are only compa
 else competes for the device.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from engine.setup import sgd  # noqa: E402
 from engine.student import build_objective, load_teacher  # noqa: E402
 from helper.runtime import memory_format, resolve_precision, seed_everything  # noqa: E402
 from models import model_dict  # noqa: E402
+from results import save  # noqa: E402
 
 FOUR = ['kd', 'crd', 'dkd', 'simkd']
 EIGHT = FOUR + ['dist', 'attention', 'hint', 'similarity']
@@ -275,10 +275,7 @@ def main(argv=None):
               f"{r['teacher_ms']:.1f} ms = {100 * r['teacher_share_of_pack_step']:.0f}% of the pack step{mem}")
         if r['stopped']:
             print(f"    stopped on a non-finite loss: {', '.join(r['stopped'])}")
-    if opts.json:
-        with open(opts.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return save(result, opts.json)
 
 
 if __name__ == '__main__':

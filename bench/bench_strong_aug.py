@@ -10,7 +10,6 @@ training loader calls it.
     python bench/bench_strong_aug.py --images 20000 --batch_size 256 --json bench/strong_aug_gpu.json
 """
 import argparse
-import json
 import os
 import random
 import sys
@@ -26,6 +25,7 @@ from dataset.batches import STRONG_STREAM, epoch_generator, normalise  # noqa: E
 from dataset.cifar100 import MEAN, STD  # noqa: E402
 from dataset.memory import PAD, crop_flip, draw_crop_flip  # noqa: E402
 from dataset.strong_augment import CUTOUT_FILL, CUTOUT_MAX, NUM_OPS, OPS, strong_augment  # noqa: E402
+from results import save  # noqa: E402
 
 # The reference's operations on a PIL image, by name; v is the magnitude drawn in the OPS range.
 PIL_OPS = {
@@ -118,10 +118,7 @@ def main():
     print(f"  per-image PIL (one process):  {pil:9.0f} images/s")
     print(f"  batched on the device:        {batched:9.0f} images/s")
     print(f"  speed-up: {result['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return save(result, args.json)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 import train_student  # noqa: E402
 from conftest import write_fake_cifar100  # noqa: E402
 from models import model_dict  # noqa: E402
+from results import save  # noqa: E402
 
 RECIPE_EPOCHS = 240
 
@@ -88,10 +89,7 @@ def main(argv=None):
         print(f"  {name} ({r['students']} student{'s' if r['students'] > 1 else ''}): epochs {epochs} s -> "
               f"{RECIPE_EPOCHS} epochs in {r['hours_for_240_epochs']:.2f} h "
               f"({r['hours_for_240_epochs'] / r['students']:.2f} h a student)")
-    if opts.json:
-        with open(opts.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return save(result, opts.json)
 
 
 if __name__ == '__main__':

@@ -42,7 +42,7 @@ class CRD(Distiller):
         group.add_argument('--nce_t', type=float, default=0.07, help='temperature')
         group.add_argument('--nce_m', type=float, default=0.5, help='memory momentum')
         group.add_argument('--crd_bank', choices=('fp32', 'fp16', 'bf16'), default='fp32',
-                           help='dtype of the two memory banks (half halves their memory; see README)')
+                           help='dtype of the two memory banks (half halves their memory; see docs/methods.md)')
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.feats[-1], out_t.feats[-1], batch.indices, batch.contrast_idx)

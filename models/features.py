@@ -57,6 +57,24 @@ class FeatureNet(nn.Module):
         return (feats, logits) if is_feat else logits
 
 
+def init_weights(net, linear=None, conv_bias=False):
+    """RepDistiller's initialisation of its CIFAR models, in module order: He-normal (fan_out) convolutions
+    (their bias zeroed with ``conv_bias``), BatchNorm weight 1 and bias 0; ``linear``: 'normal' gives
+    N(0, 0.01) weights and a zero bias, 'zero_bias' zeroes the bias alone, None leaves PyTorch's."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if conv_bias:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear is not None:
+            if linear == 'normal':
+                nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 def run_features(net, x, preact=False):
     """``(maps, feats, logits)`` of one pass: ``forward_features``'s maps, ``forward``'s ``is_feat`` list and the
     logits. The one place the tail of ``forward`` is written."""

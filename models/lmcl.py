@@ -56,7 +56,7 @@ def peer_models(arch, number_net):
     if arch in HOMOGENEOUS:
         return [HOMOGENEOUS[arch]] * number_net
     raise KDZooError(f"unknown --arch '{arch}'{_suggest(arch, [*HOMOGENEOUS, *HETEROGENEOUS])}; "
-                     f"use one of the L-MCL names (see README) or --baseline with a single network")
+                     f"use one of the L-MCL names (docs/methods.md) or --baseline with a single network")
 
 
 def baseline_model(arch):

@@ -8,7 +8,7 @@ accepted and ignored, as in RepDistiller.
 """
 import torch.nn as nn
 
-from .features import FeatureNet
+from .features import FeatureNet, init_weights
 
 # One row per stage: expansion (None means the model's expansion ratio), output channels at width 1,
 # number of blocks, stride of the first block.
@@ -80,15 +80,7 @@ class CifarMobileNetV2(FeatureNet):
         self.conv2 = conv_bn_relu(channels, self.last_channel, 1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear='normal')
 
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])

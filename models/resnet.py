@@ -7,7 +7,7 @@ their checkpoints load strictly. The last block of each stage also returns its p
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, stage_maps
+from .features import FeatureNet, init_weights, stage_maps
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -85,12 +85,7 @@ class ResNet(FeatureNet):
         self.layer3 = self._make_layer(block, num_filters[3], blocks_per_stage, stride=2)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def _make_layer(self, block, planes, num_blocks, stride):
         downsample = None

@@ -6,7 +6,7 @@ classifier), so its checkpoints load strictly.
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, stage_maps
+from .features import FeatureNet, init_weights, stage_maps
 
 
 class Bottleneck(nn.Module):
@@ -54,12 +54,7 @@ class ResNet(FeatureNet):
         self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
         self.linear = nn.Linear(512 * Bottleneck.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def _make_layer(self, planes, num_blocks, stride):
         layers = []

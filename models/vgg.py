@@ -7,7 +7,7 @@ final ReLU: ``forward`` applies that one itself so it can report the pre-ReLU ou
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet
+from .features import FeatureNet, init_weights
 
 
 def _make_block(widths, in_channels):
@@ -38,16 +38,7 @@ class VGG(FeatureNet):
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(512, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear='normal', conv_bias=True)
 
     def get_feat_modules(self):
         return nn.ModuleList([self.block0, self.pool0, self.block1, self.pool1, self.block2, self.pool2,

@@ -6,7 +6,7 @@ Parameter names match RepDistiller's ``models/wrn.py`` (``blockN.layer.i``, ``co
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet
+from .features import FeatureNet, init_weights
 
 
 class BasicBlock(nn.Module):
@@ -72,14 +72,7 @@ class WideResNet(FeatureNet):
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.fc = nn.Linear(widths[3], num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear='zero_bias')
 
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.block1, self.block2, self.block3])

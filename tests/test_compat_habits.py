@@ -1,5 +1,6 @@
 """Habits the seeds' users bring: RepDistiller's -t, mdistiller's --distill spellings and mobile_half, its eval
 flags, CIFAR-10, and the README's commands as written."""
+import glob
 import os
 import pickle
 import re
@@ -140,9 +141,11 @@ def test_cifar10_archive_is_checked_against_its_md5(tmp_path):
 # ---- the README as written ---------------------------------------------------------------------
 
 def readme_commands():
+    """The README's text, and the python commands of the README and docs/ (whose examples it points to)."""
     text = open(os.path.join(REPO, 'README.md')).read()
+    docs = ''.join(open(path).read() for path in sorted(glob.glob(os.path.join(REPO, 'docs', '*.md'))))
     commands = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text + docs, re.S):
         for line in block.replace('\\\n', ' ').splitlines():
             line = line.split(' #')[0].strip()
             if line.startswith('python '):

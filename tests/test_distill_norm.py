@@ -132,7 +132,8 @@ def test_table_script_runs_the_ce_only_rows():
     import subprocess
     from conftest import REPO
     result = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'run_norm_tables.sh')], capture_output=True,
-                            text=True, timeout=60, env=dict(os.environ, DRY_RUN='1', PACK='0', PAIRS='resnet32x4:resnet8x4'))
+                            text=True, timeout=60,
+                            env=dict(os.environ, DRY_RUN='1', PACK='0', PAIRS='resnet32x4:resnet8x4'))
     runs = [train_student.parse_args(shlex.split(line)[2:]) for line in result.stdout.splitlines()]
     ce_only = [(a.plain_ft, a.save_root) for a in runs if (a.distill, a.gamma, a.alpha, a.beta) == ('norm', 1, 0, 0)]
     assert sorted(ce_only) == [(False, './save'), (True, './save_plain_ft')]
