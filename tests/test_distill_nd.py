@@ -434,7 +434,8 @@ def test_cli_one_epoch_of_each_nd_method_on_fake_cifar(tmp_path):
 @pytest.mark.slow
 def test_nd_table_script_spells_out_the_defaults():
     result = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'run_nd_table.sh')],
-                            env=dict(os.environ, DRY_RUN='1', TRIALS='0'), capture_output=True, text=True, timeout=60)
+                            env=dict(os.environ, DRY_RUN='1', TRIALS='0', PACK='0'), capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     commands = [line.split()[2:] for line in result.stdout.splitlines()]
     assert len(commands) == 24
