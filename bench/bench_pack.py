@@ -46,6 +46,17 @@ FOUR = ['kd', 'crd', 'dkd', 'simkd']
 EIGHT = FOUR + ['dist', 'attention', 'hint', 'similarity']
 
 
+def timed(run, opts, device):
+    """Seconds of ``run(opts.steps)`` after ``run(opts.warmup)``, with the device's peak memory counted afresh."""
+    run(opts.warmup)
+    peak_reset(device)
+    sync(device)
+    started = time.perf_counter()
+    run(opts.steps)
+    sync(device)
+    return time.perf_counter() - started
+
+
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize()
@@ -136,13 +147,7 @@ def time_pack(opts, names, data_folder, teacher_path, device):
     def run(count):
         for step, batch in enumerate(batches(data.train, count), 1):
             pack_step(members, 'main', batch, 1, step, shared, device, precision, progress)
-    run(opts.warmup)
-    peak_reset(device)
-    sync(device)
-    started = time.perf_counter()
-    run(opts.steps)
-    sync(device)
-    seconds = time.perf_counter() - started
+    seconds = timed(run, opts, device)
     requests = [m.objective.teacher_request() for m in members]
     teacher_s = time_teacher(shared, requests, data, opts, device, precision)
     stopped = [m.label for m in members if m.stopped]
@@ -190,13 +195,7 @@ def time_alone(opts, name, data_folder, teacher_path, device):
     def run(count):
         for step, batch in enumerate(batches(data.train, count), 1):
             trainer.train_step(batch, 1, step, progress)
-    run(opts.warmup)
-    peak_reset(device)
-    sync(device)
-    started = time.perf_counter()
-    run(opts.steps)
-    sync(device)
-    seconds = time.perf_counter() - started
+    seconds = timed(run, opts, device)
     teacher_s = time_teacher(SharedTeacher(objective.teacher), [objective.teacher_request()], data, opts, device,
                              precision)
     step_ms = 1000 * seconds / opts.steps

@@ -113,3 +113,17 @@ def run_script(script, *args, cwd, timeout=300):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def crash_after_epoch(monkeypatch, epoch=1):
+    """Make the training loop stop as a kill would, right after it wrote ``epoch``'s checkpoints; returns the
+    real ``Trainer.save`` (set it back to resume)."""
+    from engine.loop import Trainer
+    original = Trainer.save
+
+    def save(self, done, top1, is_best):
+        original(self, done, top1, is_best)
+        if done == epoch:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, 'save', save)
+    return original

@@ -24,7 +24,7 @@ from helper.errors import KDZooError
 from engine.objective import DistillObjective
 from models import imagenet_model_dict, model_dict
 
-from conftest import REPO
+from conftest import REPO, crash_after_epoch
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 from bench_strong_aug import PIL_OPS, pil_cutout  # noqa: E402
@@ -354,13 +354,7 @@ def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
                                    'digits', '--batch_size', '128', '--epochs', '2', '--deterministic',
                                    '--skip-validation', '--save_root', str(root), *extra])
     whole = run(tmp_path / 'whole')
-    original_save = Trainer.save
-
-    def crash_after_first_epoch(self, epoch, top1, is_best):
-        original_save(self, epoch, top1, is_best)
-        if epoch == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(Trainer, 'save', crash_after_first_epoch)
+    original_save = crash_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / 'parted')
     monkeypatch.setattr(Trainer, 'save', original_save)

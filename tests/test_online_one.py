@@ -21,6 +21,8 @@ from models import imagenet_model_dict, model_dict
 from models.one import ONENet
 from tools import eval as eval_tool
 
+from conftest import crash_after_epoch
+
 
 # ---- the ramp-up and the KL -------------------------------------------------------------------------------
 
@@ -183,13 +185,7 @@ def test_run_writes_files_exports_branch0_and_resumes_exactly(tmp_path, small_di
     assert result['model'] == 'resnet8' and result['top1'] == pytest.approx(record['val_top1'])
     assert train_student.parse_args(['--path_t', str(branch), '--dataset', 'digits']).model_t == 'resnet8'
 
-    original_save = Trainer.save
-
-    def crash_after_first_epoch(self, epoch, top1, is_best):
-        original_save(self, epoch, top1, is_best)
-        if epoch == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(Trainer, 'save', crash_after_first_epoch)
+    original_save = crash_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         run_one(tmp_path / 'parted')
     monkeypatch.setattr(Trainer, 'save', original_save)
