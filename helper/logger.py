@@ -1,5 +1,6 @@
 """Run output: one console line per epoch, a line every --print_freq steps, TensorBoard scalars, the
 metrics JSON (with the run's settings and provenance, helper/provenance.py) and log.txt (helper/console.py)."""
+import contextlib
 import json
 import sys
 import threading
@@ -48,14 +49,8 @@ class RunLogger:
                        f"train {record['train_top1']:.2f}%  test {record['val_top1']:.2f}% "
                        f"(top-5 {record['val_top5']:.2f}%)  best {state['best_acc']:.2f}%  "
                        f"{record['epoch_time']:.1f}s  eta {eta}")
-        try:
+        with self._tensorboard_errors("this epoch's TensorBoard scalars", "the checkpoints of this epoch are written"):
             self._tensorboard(record, epoch)
-        except OSError as err:
-            full = disk_full_error(err, self.files.tensorboard, "this epoch's TensorBoard scalars",
-                                   kept="the checkpoints of this epoch are written")
-            if full is None:
-                raise
-            raise full from None
         self.write(state, status='running')
 
     def _tensorboard(self, record, epoch):
@@ -89,6 +84,17 @@ class RunLogger:
             history=state['history'],
         ))
 
+    @contextlib.contextmanager
+    def _tensorboard_errors(self, what, kept):
+        """A full disk while TensorBoard writes ``what`` is one line saying what is ``kept``; other errors pass."""
+        try:
+            yield
+        except OSError as err:
+            full = disk_full_error(err, self.files.tensorboard, what, kept=kept)
+            if full is None:
+                raise
+            raise full from None
+
     def finish(self, state, status, weights=None):
         """Close TensorBoard's file, then write the final status (last: it says the run's files are complete);
         ``weights`` ({'last', 'best'}: sha256 of the saved weights) lets a student's recorded teacher hash find
@@ -96,14 +102,8 @@ class RunLogger:
         self.weights = weights or self.weights
         if self.writer is not None:
             writer, self.writer = self.writer, None
-            try:
+            with self._tensorboard_errors("the last TensorBoard scalars", "the checkpoints are written"):
                 writer.close()
-            except OSError as err:
-                full = disk_full_error(err, self.files.tensorboard, "the last TensorBoard scalars",
-                                       kept="the checkpoints are written")
-                if full is None:
-                    raise
-                raise full from None
         self.write(state, status)
 
 

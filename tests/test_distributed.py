@@ -388,6 +388,17 @@ def workers_of(pid):
     return sorted(found)
 
 
+def wait_then_reap(job, everything, timeout=60):
+    """The job's stderr once it ends (within ``timeout``); any of ``everything`` still alive then is killed."""
+    try:
+        return job.communicate(timeout=timeout)[1]
+    finally:
+        if job.poll() is None:
+            for pid in everything:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def start_long_job(data, tmp_path):
     """A two-process teacher run long enough to be interrupted; returns it once both ranks train."""
     argv = [sys.executable, os.path.join(REPO, 'train_teacher.py'), '--model', 'resnet8', *TINY,
@@ -415,13 +426,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_within_60_s(how, data, tmp_path)
     victim = workers[1]
     os.kill(victim, signal.SIGKILL if how == 'killed' else signal.SIGSTOP)
     started = time.time()
-    try:
-        _, stderr = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            for pid in everything:
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+    stderr = wait_then_reap(job, everything)
     elapsed = time.time() - started
     assert elapsed < 60
     assert job.returncode == 1
@@ -441,13 +446,7 @@ def test_sigterm_to_the_launcher_stops_the_job_and_records_interrupted(data, tmp
     job, workers = start_long_job(data, tmp_path)
     everything = [job.pid] + descendants(job.pid)
     os.kill(job.pid, signal.SIGTERM)
-    try:
-        _, stderr = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            for pid in everything:
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+    stderr = wait_then_reap(job, everything)
     assert job.returncode == 143, stderr
     folder = tmp_path / 'save' / 'teachers' / 'models' / 'resnet8_vanilla'
     saved = torch.load(folder / 'resnet8_last.pth', weights_only=True)['epoch']
