@@ -33,6 +33,36 @@ def digits_once():
         yield split
 
 
+def first_digits(patch, n_train, n_test=None):
+    """Through ``patch`` (a pytest MonkeyPatch), make build_data('digits') serve the first ``n_train`` training
+    and ``n_test`` test digits (every test digit when None) of what it serves now."""
+    full = dataset.digits.digits_split
+
+    def first():
+        train_x, train_y, test_x, test_y = full()
+        return train_x[:n_train], train_y[:n_train], test_x[:n_test], test_y[:n_test]
+    patch.setattr(dataset.digits, 'digits_split', first)
+
+
+def small_digits_fixture(n_train, n_test):
+    """A module-scoped autouse fixture that keeps a module's runs fast on the first ``n_train`` training and
+    ``n_test`` test digits; a module takes it with ``small_digits = small_digits_fixture(192, 64)``."""
+    @pytest.fixture(scope='module', autouse=True)
+    def small_digits():
+        with pytest.MonkeyPatch.context() as patch:
+            first_digits(patch, n_train, n_test)
+            yield
+    return small_digits
+
+
+def train_digits_teacher(root, model, *flags):
+    """Train a ``model`` teacher on the digits through train_teacher.main, --deterministic, ``flags`` after
+    (e.g. --epochs 1), under the save root ``root`` (a pathlib.Path); returns its best checkpoint's path."""
+    import train_teacher
+    train_teacher.main(['--model', model, '--dataset', 'digits', '--deterministic', '--save_root', str(root), *flags])
+    return str(root / 'teachers' / 'models' / f'{model}_vanilla_digits_trial_0' / f'{model}_best.pth')
+
+
 @pytest.fixture(scope='session')
 def digits_teacher(tmp_path_factory, digits_once):
     """A resnet8 teacher trained once per session through train_teacher.main: one epoch on the whole digits
@@ -40,13 +70,11 @@ def digits_teacher(tmp_path_factory, digits_once):
     teachers/models/resnet8_vanilla_digits_trial_0/ (resnet8_best.pth, resnet8_last.pth, metrics.json).
     Shared by every module that asks for it: copy it (shutil.copytree) before running anything that may
     write beside it."""
-    import train_teacher
     root = tmp_path_factory.mktemp('digits_teacher')
     with pytest.MonkeyPatch.context() as patch:
         # the whole data set, also when the first module to ask has shrunk it for its own runs
         patch.setattr(dataset.digits, 'digits_split', lambda: tuple(t.clone() for t in digits_once))
-        train_teacher.main(['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                            '--save_root', str(root)])
+        train_digits_teacher(root, 'resnet8', '--epochs', '1')
     return root
 
 

@@ -10,11 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import dataset.digits
 import tools.eval
 import train_student
 from distiller_zoo.base import probe_networks, run_network
-import train_teacher
 from dataset import build_data
 from distiller_zoo import DISTILLERS
 from distiller_zoo.base import NetOutput, kd_loss
@@ -25,7 +23,7 @@ from engine.setup import sgd
 from models import model_dict
 from distiller_zoo.deploy import SimKDNetwork, build_deployed, load_deployed, simkd_from_checkpoint
 
-from conftest import numeric_grad
+from conftest import first_digits, numeric_grad, small_digits_fixture, train_digits_teacher
 
 NUM_CLASSES = 10  # the digits
 
@@ -479,25 +477,12 @@ def test_semckd_attention_is_built_for_each_processs_share_of_the_batch(monkeypa
 
 # ---------------------------------------------------------------------------------- the command line
 
-@pytest.fixture(scope='module', autouse=True)
-def small_digits():
-    """192 training and 64 test digits keep the runs fast."""
-    full = dataset.digits.digits_split
-
-    def small():
-        train_x, train_y, test_x, test_y = full()
-        return train_x[:192], train_y[:192], test_x[:64], test_y[:64]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dataset.digits, 'digits_split', small)
-        yield
+small_digits = small_digits_fixture(192, 64)  # 192 training and 64 test digits keep the runs fast
 
 
 @pytest.fixture(scope='module')
 def teacher_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp('teacher')
-    train_teacher.main(['--model', 'resnet20', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                        '--precision', 'fp32', '--save_root', str(root)])
-    return str(root / 'teachers' / 'models' / 'resnet20_vanilla_digits_trial_0' / 'resnet20_best.pth')
+    return train_digits_teacher(tmp_path_factory.mktemp('teacher'), 'resnet20', '--epochs', '1', '--precision', 'fp32')
 
 
 def run_student(teacher_path, root, *flags):
@@ -587,17 +572,12 @@ def test_simkd_bad_factor_from_the_command_line_writes_nothing(teacher_path, tmp
 def test_semckd_run_drops_the_last_short_batch(teacher_path, tmp_path):
     sizes = []
     step = DistillObjective.step
-    small = dataset.digits.digits_split
-
-    def smaller():  # 40 training images: 3 batches of 12 and 4 left over
-        train_x, train_y, test_x, test_y = small()
-        return train_x[:40], train_y[:40], test_x, test_y
 
     def counting(self, batch, epoch):
         sizes.append(batch.images.shape[0])
         return step(self, batch, epoch)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dataset.digits, 'digits_split', smaller)
+        first_digits(patch, 40)  # 40 training images: 3 batches of 12 and 4 left over
         assert len(build_data('digits', None, 12, 'cpu').train) == 4  # without drop_last
         patch.setattr(DistillObjective, 'step', counting)
         state, folder, objective = run_student(teacher_path, tmp_path, '--distill', 'semckd', '--batch_size', '12',

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import dataset.digits
 import train_student
-import train_teacher
 from distiller_zoo import SSKD, kept_rows, rotated_views, selected_kd, view_similarity
 from distiller_zoo.SSKD import split_views
 from helper.errors import KDZooError
@@ -20,6 +18,8 @@ from engine.objective import DistillObjective, InitStageObjective
 from models import model_dict
 from dataset.batches import Batch
 from distiller_zoo.base import probe_networks, run_teacher
+
+from conftest import small_digits_fixture, train_digits_teacher
 
 
 # ---- the four views ------------------------------------------------------------------------------------
@@ -252,22 +252,11 @@ def test_official_flag_spellings():
 
 # ---- end to end on a slice of the digits -------------------------------------------------------------------
 
-@pytest.fixture(scope='module', autouse=True)
-def small_digits():
-    full = dataset.digits.digits_split
-
-    def small():
-        train_x, train_y, test_x, test_y = full()
-        return train_x[:96], train_y[:96], test_x[:32], test_y[:32]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dataset.digits, 'digits_split', small)
-        yield
+small_digits = small_digits_fixture(96, 32)
 
 
 def test_end_to_end_two_stages(tmp_path):
-    train_teacher.main(['--model', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                        '--precision', 'fp32', '--save_root', str(tmp_path)])
-    path_t = str(tmp_path / 'teachers' / 'models' / 'resnet8_vanilla_digits_trial_0' / 'resnet8_best.pth')
+    path_t = train_digits_teacher(tmp_path, 'resnet8', '--epochs', '1', '--precision', 'fp32')
     built = {}
     build_objective = train_student.build_objective
 

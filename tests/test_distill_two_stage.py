@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-import dataset.digits
 import train_student
-import train_teacher
 from distiller_zoo import AB, ABLoss, FSP, FT, Connector, FactorTransfer, FSPDistiller, Paraphraser, Translator
 from models.features import run_network
 from helper.errors import KDZooError
 from engine.loop import Trainer
 from engine.objective import DistillObjective, InitStageObjective
 from models import imagenet_model_dict, model_dict
+
+from conftest import small_digits_fixture, train_digits_teacher
 
 
 def rng_tensor(rng, *shape, requires_grad=False):
@@ -182,6 +182,15 @@ def build_method(cls, name_s, name_t):
     return cls(method_args(name_s), student, teacher, probe_s, probe_t, None), student, teacher, probe_s, probe_t
 
 
+def training_outputs(cls, student, teacher):
+    """The student's outputs (with gradients) and the teacher's (without) on four random images, with the
+    features ``cls`` takes (pre- or post-ReLU)."""
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out_t = run_network(teacher, images, True, cls.preact)
+    return run_network(student, images, True, cls.preact), out_t
+
+
 @pytest.mark.parametrize('name_s, name_t, kinds', [
     ('resnet8x4', 'resnet32x4', [nn.Identity] * 3),       # same widths and sizes
     ('wrn_16_2', 'wrn_40_2', [nn.Identity] * 3),
@@ -201,10 +210,7 @@ def test_ab_connector_for_model_pairs(name_s, name_t, kinds):
 
 def test_ab_init_loss_reaches_connector_and_student_but_main_loss_is_zero():
     method, student, teacher, _, _ = build_method(AB, 'resnet8', 'resnet8x4')
-    images = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        out_t = run_network(teacher, images, True, True)
-    out_s = run_network(student, images, True, True)
+    out_s, out_t = training_outputs(AB, student, teacher)
     init_loss = method.init_loss(out_s, out_t, None)
     # the same number from the numpy formula on the connected maps
     connected = [f.detach().double().numpy() for f in method.connector(out_s.feats[1:-1])]
@@ -237,10 +243,7 @@ def test_ft_modules_for_model_pairs(name_s, name_t, factor_channels):
 
 def test_ft_main_loss_trains_translator_and_student_but_not_paraphraser():
     method, student, teacher, _, _ = build_method(FT, 'resnet8', 'resnet20')
-    images = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        out_t = run_network(teacher, images, True, False)
-    out_s = run_network(student, images, True, False)
+    out_s, out_t = training_outputs(FT, student, teacher)
     loss = method.method_loss(out_s, out_t, None, epoch=1)
     with torch.no_grad():
         want = ft_reference(method.translator(out_s.feats[-2]).double().numpy(),
@@ -331,25 +334,13 @@ def test_stage_modes_and_trained_modules(cls, name_s, name_t):
 
 # ---- end to end on (a small slice of) the digits -----------------------------------------------------------
 
-@pytest.fixture(scope='module', autouse=True)
-def small_digits():
-    """192 training and 64 test digits: the stages' mechanics need no more, and the runs stay fast."""
-    full = dataset.digits.digits_split
-
-    def small():
-        train_x, train_y, test_x, test_y = full()
-        return train_x[:192], train_y[:192], test_x[:64], test_y[:64]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dataset.digits, 'digits_split', small)
-        yield
+# 192 training and 64 test digits: the stages' mechanics need no more, and the runs stay fast
+small_digits = small_digits_fixture(192, 64)
 
 
 @pytest.fixture(scope='module')
 def teacher_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp('teacher')
-    train_teacher.main(['--model', 'resnet20', '--dataset', 'digits', '--epochs', '1', '--deterministic',
-                        '--precision', 'fp32', '--save_root', str(root)])
-    return str(root / 'teachers' / 'models' / 'resnet20_vanilla_digits_trial_0' / 'resnet20_best.pth')
+    return train_digits_teacher(tmp_path_factory.mktemp('teacher'), 'resnet20', '--epochs', '1', '--precision', 'fp32')
 
 
 # resnet8's maps match resnet20's, so AB's connector would be all identity: AB runs ShuffleV2_0_5, whose
