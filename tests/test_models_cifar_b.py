@@ -16,38 +16,30 @@ from models.mobilenetv2 import MobileNetV2, MobileNetV2_1_0
 from models.ShuffleNetv1 import ShuffleV1, channel_shuffle as shuffle_v1
 from models.ShuffleNetv2 import ShuffleV2, ShuffleV2_0_5, ShuffleV2_1_5, channel_shuffle as shuffle_v2
 
-SPECS = {
-    'MobileNetV2': dict(
-        ctor=MobileNetV2,
-        feats=[(16, 16, 16), (12, 16, 16), (16, 8, 8), (48, 4, 4), (160, 2, 2), (1280,)],
-        params={100: 812836, 10: 697546}, num_keys=320, digest='10e9036e17013c38',
-        feat_modules=2, bn_before_relu=4),
-    'MobileNetV2_1_0': dict(
-        ctor=MobileNetV2_1_0,
-        feats=[(32, 16, 16), (24, 16, 16), (32, 8, 8), (96, 4, 4), (320, 2, 2), (1280,)],
-        params={100: 2353060, 10: 2237770}, num_keys=320, digest='e6ee6c471a211281',
-        feat_modules=2, bn_before_relu=4),
-    'ShuffleV1': dict(
-        ctor=ShuffleV1,
-        feats=[(24, 32, 32), (240, 16, 16), (480, 8, 8), (960, 4, 4), (960,)],
-        params={100: 949258, 10: 862768}, num_keys=296, digest='eb3bcbc847930cce',
-        feat_modules=5, bn_before_relu=None),
-    'ShuffleV2': dict(
-        ctor=ShuffleV2,
-        feats=[(24, 32, 32), (116, 16, 16), (232, 8, 8), (464, 4, 4), (1024,)],
-        params={100: 1355528, 10: 1263278}, num_keys=338, digest='b7e2c3e764687767',
-        feat_modules=5, bn_before_relu=None),
-    'ShuffleV2_1_5': dict(
-        ctor=ShuffleV2_1_5,
-        feats=[(24, 32, 32), (176, 16, 16), (352, 8, 8), (704, 4, 4), (1024,)],
-        params={100: 2580548, 10: 2488298}, num_keys=338, digest='15f6b4fbe25801b5',
-        feat_modules=5, bn_before_relu=None),
-    'ShuffleV2_0_5': dict(
-        ctor=ShuffleV2_0_5,
-        feats=[(24, 32, 32), (48, 16, 16), (96, 8, 8), (192, 4, 4), (1024,)],
-        params={100: 443716, 10: 351466}, num_keys=338, digest='b87bccef411e4134',
-        feat_modules=5, bn_before_relu=None),
-}
+# What a family's models share: the length of get_feat_modules() and of get_bn_before_relu() (None: the
+# model refuses it), and the sides of the feature maps f0..fK on a 32x32 input.
+MOBILENET = dict(feat_modules=2, bn_before_relu=4, sides=[16, 16, 8, 4, 2])
+SHUFFLENET = dict(feat_modules=5, bn_before_relu=None, sides=[32, 16, 8, 4])
+
+
+def spec(ctor, family, channels, params_100, params_10, num_keys, digest):
+    """One model's expected numbers; ``channels``: those of f0..fK, then the pooled feature's width."""
+    *maps, pooled = channels
+    return dict(ctor=ctor, feats=[(c, side, side) for c, side in zip(maps, family['sides'], strict=True)] + [(pooled,)],
+                params={100: params_100, 10: params_10}, num_keys=num_keys, digest=digest,
+                feat_modules=family['feat_modules'], bn_before_relu=family['bn_before_relu'])
+
+
+# constructor, family, channels of f0..fK and the pooled width, parameters at 100 and 10 classes, state_dict
+# keys, digest
+SPECS = {row[0].__name__: spec(*row) for row in [
+    (MobileNetV2, MOBILENET, [16, 12, 16, 48, 160, 1280], 812836, 697546, 320, '10e9036e17013c38'),
+    (MobileNetV2_1_0, MOBILENET, [32, 24, 32, 96, 320, 1280], 2353060, 2237770, 320, 'e6ee6c471a211281'),
+    (ShuffleV1, SHUFFLENET, [24, 240, 480, 960, 960], 949258, 862768, 296, 'eb3bcbc847930cce'),
+    (ShuffleV2, SHUFFLENET, [24, 116, 232, 464, 1024], 1355528, 1263278, 338, 'b7e2c3e764687767'),
+    (ShuffleV2_1_5, SHUFFLENET, [24, 176, 352, 704, 1024], 2580548, 2488298, 338, '15f6b4fbe25801b5'),
+    (ShuffleV2_0_5, SHUFFLENET, [24, 48, 96, 192, 1024], 443716, 351466, 338, 'b87bccef411e4134'),
+]}
 NAMES = list(SPECS)
 
 

@@ -18,23 +18,18 @@ from models.imagenet import imagenet_model_dict
 from models.imagenet.shufflenetv2 import channel_shuffle
 
 # channels and strides of f0..fK, pooled width, parameters at 1000 and 10 classes, state-dict keys,
-# and the sha256 (first 16 hex digits) of "key:shape;..." over the 1000-class state dict
-EXPECTED = {
-    'ResNet18': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
-                     params=11689512, params_10=11181642, keys=122, layout='9343d600debe782c'),
-    'ResNet34': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
-                     params=21797672, params_10=21289802, keys=218, layout='e0fcac3e9a1e5aef'),
-    'ResNet50': dict(channels=[64, 256, 512, 1024, 2048], strides=[4, 4, 8, 16, 32], pooled=2048,
-                     params=25557032, params_10=23528522, keys=320, layout='1d8fc517bd891ca1'),
-    'ResNet50_quarter': dict(channels=[64, 64, 128, 256, 512], strides=[4, 4, 8, 16, 32], pooled=512,
-                             params=2000744, params_10=1492874, keys=314, layout='aed53b2d8291f3e5'),
-    'MobileNetV1': dict(channels=[64, 128, 256, 512, 1024], strides=[2, 4, 8, 16, 32], pooled=1024,
-                        params=4231976, params_10=3217226, keys=164, layout='735401b430049768'),
-    'MobileNetV2_Imagenet': dict(channels=[32, 24, 32, 96, 320], strides=[2, 4, 8, 16, 32], pooled=1280,
-                                 params=3504872, params_10=2236682, keys=314, layout='cdc170cbfd0a243b'),
-    'ShuffleV2_Imagenet': dict(channels=[24, 116, 232, 1024], strides=[4, 8, 16, 32], pooled=1024,
-                               params=2278604, params_10=1263854, keys=338, layout='6ca04bd17d0ca4b2'),
-}
+# and the sha256 (first 16 hex digits) of "key:shape;..." over the 1000-class state dict: a row per model
+COLUMNS = ('channels', 'strides', 'pooled', 'params', 'params_10', 'keys', 'layout')
+EXPECTED = {name: dict(zip(COLUMNS, row, strict=True)) for name, *row in [
+    ('ResNet18', [64, 64, 128, 256, 512], [4, 4, 8, 16, 32], 512, 11689512, 11181642, 122, '9343d600debe782c'),
+    ('ResNet34', [64, 64, 128, 256, 512], [4, 4, 8, 16, 32], 512, 21797672, 21289802, 218, 'e0fcac3e9a1e5aef'),
+    ('ResNet50', [64, 256, 512, 1024, 2048], [4, 4, 8, 16, 32], 2048, 25557032, 23528522, 320, '1d8fc517bd891ca1'),
+    ('ResNet50_quarter', [64, 64, 128, 256, 512], [4, 4, 8, 16, 32], 512, 2000744, 1492874, 314, 'aed53b2d8291f3e5'),
+    ('MobileNetV1', [64, 128, 256, 512, 1024], [2, 4, 8, 16, 32], 1024, 4231976, 3217226, 164, '735401b430049768'),
+    ('MobileNetV2_Imagenet', [32, 24, 32, 96, 320], [2, 4, 8, 16, 32], 1280, 3504872, 2236682, 314,
+     'cdc170cbfd0a243b'),
+    ('ShuffleV2_Imagenet', [24, 116, 232, 1024], [4, 8, 16, 32], 1024, 2278604, 1263854, 338, '6ca04bd17d0ca4b2'),
+]}
 
 # a few parameter names and shapes of each reference checkpoint, spelled out
 SPOT_CHECKS = {
