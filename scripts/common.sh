@@ -72,6 +72,24 @@ student_cell() {
     fi
 }
 
+# pair_cells <method spec>...: a CIFAR-100 table's cells, each teacher:student pair of $PAIRS with each method
+# spec ("crd -a 0 -b 0.8") and each trial of $TRIALS, the teacher's checkpoint from teacher(). A script that
+# defines skip_cell <teacher> <student> <method spec> leaves out the cells for which it succeeds.
+pair_cells() {
+    local pair t s method trial
+    for pair in $PAIRS; do
+        t=${pair%%:*}; s=${pair##*:}
+        for method in "$@"; do
+            if declare -F skip_cell > /dev/null && skip_cell "$t" "$s" "$method"; then
+                continue
+            fi
+            for trial in $TRIALS; do
+                student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
+            done
+        done
+    done
+}
+
 # "crd -a 0 -b 0.8 --plain_ft" -> "crd:a=0:b=0.8:plain_ft", a member of train_student.py --distill
 pack_member() {
     local spec=$1

@@ -29,16 +29,10 @@ METHODS=(
     "crd -a 1 -b 0.8"
 )
 
-for pair in $PAIRS; do
-    t=${pair%%:*}; s=${pair##*:}
-    for method in "${METHODS[@]}"; do
-        # FSP needs equal channel counts at every stage: RepDistiller's table marks the others N/A.
-        if [[ $method == fsp* ]] && ! [[ "$t:$s" =~ ^(resnet56:resnet20|resnet110:resnet20|resnet110:resnet32|resnet32x4:resnet8x4|vgg13:vgg8|wrn_40_2:wrn_16_2)$ ]]; then
-            continue
-        fi
-        for trial in $TRIALS; do
-            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
-        done
-    done
-done
+# FSP needs equal channel counts at every stage: RepDistiller's table marks the others N/A.
+skip_cell() {  # <teacher> <student> <method spec>
+    [[ $3 == fsp* ]] && ! [[ "$1:$2" =~ ^(resnet56:resnet20|resnet110:resnet20|resnet110:resnet32|resnet32x4:resnet8x4|vgg13:vgg8|wrn_40_2:wrn_16_2)$ ]]
+}
+
+pair_cells "${METHODS[@]}"
 flush_packs

@@ -17,12 +17,5 @@ PAIRS_CROSS="resnet32x4:ShuffleV1 wrn_40_2:ShuffleV1 vgg13:MobileNetV2 ResNet50:
 PAIRS=${PAIRS:-"$PAIRS_SAME $PAIRS_CROSS"}
 METHODS=${METHODS:-"dkd reviewkd dist ofd"}
 
-for pair in $PAIRS; do
-    t=${pair%%:*}; s=${pair##*:}
-    for method in $METHODS; do
-        for trial in $TRIALS; do
-            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
-        done
-    done
-done
+pair_cells $METHODS
 flush_packs

@@ -35,12 +35,5 @@ METHODS=(
     "norm -r 1 -a 0 -b 0 -s 8 --plain_ft --save_root $PLAIN_FT_ROOT"  # student w/ 1 plain FT, CE only
 )
 
-for pair in $PAIRS; do
-    t=${pair%%:*}; s=${pair##*:}
-    for method in "${METHODS[@]}"; do
-        for trial in $TRIALS; do
-            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s $method
-        done
-    done
-done
+pair_cells "${METHODS[@]}"
 flush_packs
