@@ -6,7 +6,6 @@ images and batch size, in one process, one after the other; images/s and (on CUD
     python bench/bench_kd.py                       # CPU: 60 timed steps each
     python bench/bench_kd.py --steps 300 --workers 8 --json bench/kd_gpu.json   # on a GPU machine
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from models import model_dict  # noqa: E402
 from plain_loop import plain_kd_step, plain_loader  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 from conftest import write_fake_cifar100  # noqa: E402
-from results import save  # noqa: E402
+from results import kd_parser, save  # noqa: E402
 
 
 def sync(device):
@@ -116,18 +115,13 @@ def time_plain(args, data_folder, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--teacher', default='resnet32x4')
-    parser.add_argument('--student', default='resnet8x4')
-    parser.add_argument('--batch_size', type=int, default=64)
+    parser = kd_parser(__doc__)
     parser.add_argument('--steps', type=int, default=60)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--workers', type=int, default=2, help="plain loop's DataLoader workers")
     parser.add_argument('--images', type=int, default=10000, help='size of the synthetic training set')
-    parser.add_argument('--precision', default='auto')
     parser.add_argument('--no-plain', dest='plain', action='store_false',
                         help='time kdzoo only (e.g. once per --precision)')
-    parser.add_argument('--json', help='write the results here too')
     args = parser.parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     with tempfile.TemporaryDirectory() as tmp:

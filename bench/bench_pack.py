@@ -17,7 +17,6 @@ is Trainer.train_step with its own teacher pass). Reported:
 Run it on an otherwise idle machine: the timings of the two sides are only comparable when nothing
 else competes for the device.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from engine.setup import sgd  # noqa: E402
 from engine.student import build_objective, load_teacher  # noqa: E402
 from helper.runtime import memory_format, resolve_precision, seed_everything  # noqa: E402
 from models import model_dict  # noqa: E402
-from results import save  # noqa: E402
+from results import kd_parser, save  # noqa: E402
 
 FOUR = ['kd', 'crd', 'dkd', 'simkd']
 EIGHT = FOUR + ['dist', 'attention', 'hint', 'similarity']
@@ -205,10 +204,7 @@ def time_alone(opts, name, data_folder, teacher_path, device):
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--teacher', default='resnet32x4')
-    parser.add_argument('--student', default='resnet8x4')
-    parser.add_argument('--batch_size', type=int, default=64)
+    parser = kd_parser(__doc__)
     parser.add_argument('--steps', type=int, default=40, help='timed steps of each side')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--images', type=int, default=50000, help='training images (CIFAR-100 has 50 000)')
@@ -218,13 +214,11 @@ def parse(argv=None):
                         "each member alone only)")
     parser.add_argument('--no-alone', dest='alone', action='store_false',
                         help='time the packs only (no members alone, so no speed-up)')
-    parser.add_argument('--precision', default='auto')
     parser.add_argument('--compile', default='none',
                         help="torch.compile the networks: 'none', 'eager' (wiring check), or a mode such as "
                              "'default' or 'reduce-overhead' (CUDA graphs)")
     parser.add_argument('--smoke', action='store_true',
                         help='seconds-long check of the script: resnet8 -> resnet8, 200 images, 2 steps')
-    parser.add_argument('--json', help='write the results here too')
     opts = parser.parse_args(argv)
     if opts.smoke:
         opts.teacher = opts.student = 'resnet8'

@@ -9,7 +9,6 @@ epoch 1 + 239 x the last epoch.
     python bench/epoch_time.py                        # resnet32x4 -> resnet8x4, 2 epochs each
     python bench/epoch_time.py --smoke                # seconds: resnet8 -> resnet8 on 200 images
 """
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 import train_student  # noqa: E402
 from conftest import write_fake_cifar100  # noqa: E402
 from models import model_dict  # noqa: E402
-from results import save  # noqa: E402
+from results import kd_parser, save  # noqa: E402
 
 RECIPE_EPOCHS = 240
 
@@ -44,17 +43,12 @@ def extrapolate(times, epochs=RECIPE_EPOCHS):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--teacher', default='resnet32x4')
-    parser.add_argument('--student', default='resnet8x4')
+    parser = kd_parser(__doc__)
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--images', type=int, default=50000)
     parser.add_argument('--test_images', type=int, default=10000)
-    parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--pack', default='kd,crd,dkd,simkd', help="the pack to time after KD ('' for none)")
-    parser.add_argument('--precision', default='auto')
     parser.add_argument('--smoke', action='store_true')
-    parser.add_argument('--json', help='write the results here too')
     opts = parser.parse_args(argv)
     if opts.smoke:
         opts.teacher = opts.student = 'resnet8'

@@ -1,5 +1,20 @@
-"""What every benchmark script does with its figures besides printing them."""
+"""What the benchmark scripts share: the flags of those that time KD runs, and what every one does with its
+figures besides printing them."""
+import argparse
 import json
+
+
+def kd_parser(doc):
+    """The command line of a script that times KD runs, described by the first line of ``doc``, with the flags
+    they all take: the pair (the CRD table's resnet32x4 -> resnet8x4), RepDistiller's batch size, --precision
+    and --json. The script adds its own flags."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument('--teacher', default='resnet32x4')
+    parser.add_argument('--student', default='resnet8x4')
+    parser.add_argument('--batch_size', type=int, default=64)
+    parser.add_argument('--precision', default='auto')
+    parser.add_argument('--json', help='write the results here too')
+    return parser
 
 
 def save(result, path):
