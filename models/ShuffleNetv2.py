@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from .features import FeatureNet, stage_maps
 
 STEM_CHANNELS = 24
@@ -112,10 +111,6 @@ class ShuffleNetV2(FeatureNet):
 
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
-
-    def get_bn_before_relu(self):
-        raise KDZooError("ShuffleNetV2 has no BN right before its stage ReLUs, so it cannot be the teacher "
-                         "for this distiller; choose another teacher")
 
     def forward_features(self, x, preact=False):
         maps = stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.errors import KDZooError
+
 
 class FeatureNet(nn.Module):
     """Base of the zoo models: the pooling head and the ``is_feat``/``preact`` forward, written once.
@@ -40,6 +42,12 @@ class FeatureNet(nn.Module):
         pooled vector itself (``feats[-1]`` of ``forward(..., is_feat=True)``)."""
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return pooled if pre_logits else self.classify(pooled)
+
+    def get_bn_before_relu(self):
+        """The BatchNorm in front of each stage's final ReLU (OFD's margins read them); a family without
+        such BNs (the ShuffleNets) refuses in one line."""
+        raise KDZooError(f"{type(self).__name__} has no BN right before its stage ReLUs, so it cannot be the "
+                         f"teacher for this distiller; choose another teacher")
 
     def get_classifier(self):
         """The ``nn.Linear`` that makes the logits (distillers reuse or fold it); a head that is more than

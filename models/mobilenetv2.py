@@ -24,23 +24,29 @@ STAGES = [
 LAST_CHANNELS = 1280
 
 
-def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1):
+def conv_bn_act(in_channels, out_channels, kernel_size, stride=1, groups=1, activation=nn.ReLU):
+    """Conv (no bias) -> BN -> activation as one Sequential (indices 0, 1, 2, as the checkpoints name them)."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                  bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        activation(inplace=True),
     )
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand, 3x3 depthwise, 1x1 linear projection; identity shortcut when shapes allow."""
+    """1x1 expand, 3x3 depthwise, 1x1 linear projection; identity shortcut when shapes allow. ``branch``
+    lays the layers out (the ImageNet model overrides it with torchvision's layout)."""
 
     def __init__(self, in_channels, out_channels, stride, expand_ratio):
         super().__init__()
-        hidden = in_channels * expand_ratio
         self.use_res_connect = stride == 1 and in_channels == out_channels
+        self.conv = self.branch(in_channels, in_channels * expand_ratio, out_channels, stride)
+
+    @staticmethod
+    def branch(in_channels, hidden, out_channels, stride):
         # One Sequential with indices 0..7: the checkpoints name parameters conv.0 ... conv.7.
-        self.conv = nn.Sequential(
+        return nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
@@ -63,7 +69,7 @@ class CifarMobileNetV2(FeatureNet):
     def __init__(self, expand_ratio=6, width_mult=1.0, num_classes=100):
         super().__init__()
         channels = int(32 * width_mult)
-        self.conv1 = conv_bn_relu(3, channels, 3, stride=2)
+        self.conv1 = conv_bn_act(3, channels, 3, stride=2)
         self.blocks = nn.ModuleList()
         for expansion, width, num_blocks, stride in STAGES:
             out_channels = int(width * width_mult)
@@ -77,7 +83,7 @@ class CifarMobileNetV2(FeatureNet):
         self.last_channel = int(LAST_CHANNELS * width_mult) if width_mult > 1.0 else LAST_CHANNELS
         # RepDistiller pools conv2's output with a fixed window equal to the final map (input size / 16):
         # global pooling, which is what forward_head does.
-        self.conv2 = conv_bn_relu(channels, self.last_channel, 1)
+        self.conv2 = conv_bn_act(channels, self.last_channel, 1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
 
         init_weights(self, linear='normal')

@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 
 __all__ = ['ConvReg', 'Proj', 'MLPEmbed', 'SelfA', 'SRRL', 'SimKD']
 
@@ -169,7 +170,7 @@ class SelfA(nn.Module):
 
 def _similarity(feat):
     flat = feat.reshape(feat.shape[0], -1)
-    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    flat = at_least_fp32(flat)
     return flat @ flat.t()
 
 

@@ -9,6 +9,7 @@ after it, so ``preact`` changes nothing.
 import torch.nn as nn
 
 from ..features import FeatureNet
+from ..mobilenetv2 import InvertedResidual as CifarInvertedResidual, conv_bn_act
 
 # (expansion, out_channels, repeats, stride of the first repeat), as in the MobileNetV2 paper
 BLOCK_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -18,32 +19,22 @@ STAGE_ENDS = (1, 4, 7, 14, 18)
 
 
 def conv_bn_relu6(in_channels, out_channels, kernel_size=3, stride=1, groups=1):
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
-                  groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU6(inplace=True),
-    )
+    return conv_bn_act(in_channels, out_channels, kernel_size, stride, groups, activation=nn.ReLU6)
 
 
-class InvertedResidual(nn.Module):
-    """1x1 expand (skipped at expansion 1), 3x3 depthwise, linear 1x1 project; shortcut when shapes allow."""
+class InvertedResidual(CifarInvertedResidual):
+    """The CIFAR block in torchvision's layout: ReLU6, the expansion skipped at ratio 1, and each conv-BN-ReLU6
+    a Sequential of its own (``conv.0.0``, ``conv.0.1``, ...)."""
 
-    def __init__(self, in_channels, out_channels, stride, expansion):
-        super().__init__()
-        hidden = in_channels * expansion
-        self.use_shortcut = stride == 1 and in_channels == out_channels
-        layers = [] if expansion == 1 else [conv_bn_relu6(in_channels, hidden, kernel_size=1)]
+    @staticmethod
+    def branch(in_channels, hidden, out_channels, stride):
+        layers = [] if hidden == in_channels else [conv_bn_relu6(in_channels, hidden, kernel_size=1)]
         layers += [
             conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
         ]
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x):
-        out = self.conv(x)
-        return x + out if self.use_shortcut else out
+        return nn.Sequential(*layers)
 
 
 class MobileNetV2(FeatureNet):

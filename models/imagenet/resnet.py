@@ -23,7 +23,30 @@ def conv1x1(in_channels, out_channels, stride=1):
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """What both blocks compute: the ReLU of the input (the one that ends the previous torchvision block),
+    then conv-BN pairs with a ReLU between them (``conv_bn_pairs``), plus the shortcut."""
+
+    def conv_bn_pairs(self):
+        raise NotImplementedError
+
+    @property
+    def last_bn(self):
+        """The BN in front of the ReLU that follows the block (OFD's margins)."""
+        return self.conv_bn_pairs()[-1][1]
+
+    def forward(self, x):
+        x = F.relu(x)  # not in place: the input may be a stage's pre-activation feature
+        out = x
+        *inner, (conv, bn) = self.conv_bn_pairs()
+        for inner_conv, inner_bn in inner:
+            out = F.relu(inner_bn(inner_conv(out)), inplace=True)
+        out = bn(conv(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return out + shortcut
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions plus a shortcut (ResNet18/34)."""
     expansion = 1
 
@@ -35,19 +58,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    @property
-    def last_bn(self):
-        return self.bn2
-
-    def forward(self, x):
-        x = F.relu(x)  # not in place: the input may be a stage's pre-activation feature
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+    def conv_bn_pairs(self):
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (carrying the stride, as torchvision's "v1.5"), 1x1 expand, plus a shortcut.
 
     The inner width is torchvision's ``int(planes * base_width / 64) * groups``: ``planes`` for ResNet50,
@@ -65,17 +80,8 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
 
-    @property
-    def last_bn(self):
-        return self.bn3
-
-    def forward(self, x):
-        x = F.relu(x)  # not in place: the input may be a stage's pre-activation feature
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
-        out = self.bn3(self.conv3(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+    def conv_bn_pairs(self):
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
 
 
 def make_stage(block, in_channels, planes, num_blocks, stride, **block_options):
