@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .memory import BANK_DTYPES, ContrastMemory
 
 __all__ = ['CRDLoss', 'ContrastLoss', 'Embed', 'Normalize']
@@ -85,7 +86,7 @@ class Embed(nn.Module):
 
     def forward(self, x):
         x = self.linear(x.flatten(1))
-        return self.l2norm(x.to(torch.promote_types(x.dtype, torch.float32)))
+        return self.l2norm(at_least_fp32(x))
 
 
 class Normalize(nn.Module):

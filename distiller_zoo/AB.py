@@ -10,9 +10,10 @@ script uses -a 0. The code wins.
 import torch
 import torch.nn as nn
 
-from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from models.util import ConvReg
 from .base import Distiller, register
+from .pairs import MapwiseModules, check_one_to_one
 
 __all__ = ['ABLoss', 'Connector', 'AB']
 
@@ -36,28 +37,21 @@ class ABLoss(nn.Module):
         return [w * self.boundary_loss(s, t) / batch * 3 / 1000 for w, s, t in zip(self.w, g_s, g_t)]
 
     def boundary_loss(self, source, target):
-        source = _at_least_fp32(source)
+        source = at_least_fp32(source)
         wrong_if_negative = (source + self.margin).clamp(min=0)
         wrong_if_positive = (source - self.margin).clamp(max=0)
         return torch.where(target > 0, wrong_if_positive, wrong_if_negative).pow(2).sum()
 
 
-class Connector(nn.Module):
+class Connector(MapwiseModules):
     """RepDistiller's AB connector, ``Connector(s_shapes, t_shapes)(g_s)``: per layer, identity when channels
     and height match the teacher's, else FitNet's ``ConvReg`` without its ReLU (conv + BN)."""
 
     def __init__(self, s_shapes, t_shapes):
-        super().__init__()
-        if len(s_shapes) != len(t_shapes):
-            raise KDZooError(f"AB pairs the student's stage outputs with the teacher's one to one, but the "
-                             f"student has {len(s_shapes)} and the teacher {len(t_shapes)}; pick a student "
-                             f"and teacher with the same number of stages")
-        self.connectors = nn.ModuleList(
+        check_one_to_one('AB', s_shapes, t_shapes, 'pick a student and teacher with the same number of stages')
+        super().__init__(
             nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False, pool_target=False)
             for s, t in zip(s_shapes, t_shapes))
-
-    def forward(self, g_s):
-        return [connect(f) for connect, f in zip(self.connectors, g_s)]
 
 
 @register('abound')
@@ -66,6 +60,7 @@ class AB(Distiller):
     needs_feats = True
     preact = True
     default_weights = (1.0, 0.0, 1.0)
+    init_stage_only = ('connector',)
     reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
@@ -73,14 +68,6 @@ class AB(Distiller):
         s_shapes = [f.shape for f in probe_s.feats[1:-1]]
         self.connector = Connector(s_shapes, [f.shape for f in probe_t.feats[1:-1]])
         self.criterion = ABLoss(len(s_shapes))
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.connector.eval()  # trained only in the init stage, where InitStageObjective switches it on
-        return self
-
-    def trainable_modules(self):
-        return []
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return out_s.logits.new_zeros(())
@@ -90,8 +77,3 @@ class AB(Distiller):
 
     def init_loss(self, out_s, out_t, batch):
         return sum(self.criterion(self.connector(out_s.feats[1:-1]), out_t.feats[1:-1]))
-
-
-def _at_least_fp32(x):
-    """Losses are summed in fp32 at least: bf16/fp16 sums over whole maps lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -3,26 +3,16 @@
 The paper takes a p-norm of the attention-map difference; RepDistiller (the code wins) averages its
 squares over the batch and the positions, on ``feats[1:-1]`` of both networks.
 """
-import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.precision import full_precision
 from .base import Distiller, register
+from .pairs import PairwiseLoss, match_height
 
 __all__ = ['Attention', 'AT']
 
 
-def match_height(f_s, f_t):
-    """Adaptive-average-pool the taller of two maps to the other's height, as a square (RepDistiller)."""
-    s_h, t_h = f_s.shape[2], f_t.shape[2]
-    if s_h > t_h:
-        f_s = F.adaptive_avg_pool2d(f_s, (t_h, t_h))
-    elif t_h > s_h:
-        f_t = F.adaptive_avg_pool2d(f_t, (s_h, s_h))
-    return f_s, f_t
-
-
-class Attention(nn.Module):
+class Attention(PairwiseLoss):
     """RepDistiller's AT loss: ``Attention(p=2)(g_s, g_t)`` -> one loss per pair of maps.
 
     The attention map of a (B, C, H, W) map is the channel mean of its p-th power, flattened and
@@ -34,14 +24,12 @@ class Attention(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, g_s, g_t):
-        return [self.at_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+    @full_precision
+    def pair_loss(self, f_s, f_t):
+        f_s, f_t = match_height(f_s, f_t)
+        return (self.at(f_s) - self.at(f_t)).pow(2).mean()
 
-    def at_loss(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            f_s, f_t = match_height(f_s.to(wide), f_t.to(wide))
-            return (self.at(f_s) - self.at(f_t)).pow(2).mean()
+    at_loss = pair_loss  # RepDistiller's name
 
     def at(self, f):
         return F.normalize(f.pow(self.p).mean(1).flatten(1))

@@ -4,10 +4,10 @@ Paper vs code: the paper matches the batch's sample-correlation matrices under a
 Gaussian kernel; RepDistiller runs the authors' cheaper surrogate, products of the per-sample
 discrepancies |e_s - e_t| of consecutive samples in the batch. The code wins.
 """
-import torch
 import torch.nn as nn
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
 
 __all__ = ['Correlation', 'LinearEmbed', 'CC']
@@ -24,8 +24,7 @@ class Correlation(nn.Module):
         if f_s.size(0) < 2:
             raise KDZooError("CC pairs consecutive samples and needs batches of at least 2; pick a --batch_size "
                              "that leaves no last batch of 1 sample")
-        dtype = torch.promote_types(f_s.dtype, torch.float32)
-        delta = (f_s.to(dtype) - f_t.to(dtype)).abs()
+        delta = (at_least_fp32(f_s) - at_least_fp32(f_t)).abs()
         return (delta[:-1] * delta[1:]).sum(1).mean()
 
 

@@ -17,20 +17,31 @@ __all__ = ['CRDLoss', 'CRD']
 CRD_FLAGS = ('feat_dim', 'mode', 'nce_k', 'nce_t', 'nce_m', 'crd_bank')
 
 
+class ContrastiveTerm:
+    """Mixin of the methods with a CRD term (``crd``; ``norm_crd`` on NORM): the loaders' contrast rows
+    (``batch.indices``, ``batch.contrast_idx``) on top of what the base asks for, and ``self.criterion``, a
+    ``CRDLoss`` on the two networks' pooled features, RepDistiller's ``opt`` filled from the probes."""
+    reads_flags = CRD_FLAGS  # for norm_crd, which does not inherit CRD.add_arguments
+
+    @classmethod
+    def data_options(cls, args):
+        return dict(super().data_options(args), train_sample=ContrastSpec(args.nce_k, args.mode))
+
+    def __init__(self, args, student, teacher, probe_s, probe_t, data):
+        super().__init__(args, student, teacher, probe_s, probe_t, data)
+        opt = argparse.Namespace(**vars(args))
+        opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
+        opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
+        opt.n_data = data.num_train
+        self.criterion = CRDLoss(opt)
+
+
 @register('crd')
-class CRD(Distiller):
+class CRD(ContrastiveTerm, Distiller):
     """RepDistiller's ``crd``: ``-a 0 -b 0.8``; the memory banks and the Z constants are buffers of
     ``criterion.contrast``, so resume restores them."""
     needs_feats = True
     default_weights = (1.0, 0.0, 0.8)
-
-    @classmethod
-    def data_options(cls, args):
-        return {'train_sample': ContrastSpec(args.nce_k, args.mode)}
-
-    def __init__(self, args, student, teacher, probe_s, probe_t, data):
-        super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
     @classmethod
     def add_arguments(cls, parser):
@@ -47,11 +58,3 @@ class CRD(Distiller):
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.feats[-1], out_t.feats[-1], batch.indices, batch.contrast_idx)
 
-
-def crd_criterion(args, probe_s, probe_t, data):
-    """``CRDLoss`` on the two networks' pooled features, RepDistiller's ``opt`` filled from the probes."""
-    opt = argparse.Namespace(**vars(args))
-    opt.s_dim = probe_s.feats[-1].flatten(1).shape[1]
-    opt.t_dim = probe_t.feats[-1].flatten(1).shape[1]
-    opt.n_data = data.num_train
-    return CRDLoss(opt)

@@ -14,10 +14,10 @@ configs/strategies/distill/): ``dist_cifar.yaml`` (CIFAR-100, the loss at tau 4)
 (``kd_loss_weight``); the loss's inter and intra weights are 1 (``DIST(beta=1, gamma=1)`` in
 image_classification_sota's ``kd_loss.py``). So: ``-r 1 -a 0 -b 2``, --dist_tau 4 (ImageNet 1).
 """
-import torch
 import torch.nn as nn
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
 
 __all__ = ['pearson_correlation', 'DIST', 'DISTDistiller']
@@ -42,8 +42,8 @@ class DIST(nn.Module):
         self.beta, self.gamma, self.tau = beta, gamma, tau
 
     def forward(self, z_s, z_t):
-        y_s = (_fp32(z_s) / self.tau).softmax(dim=1)
-        y_t = (_fp32(z_t) / self.tau).softmax(dim=1)
+        y_s = (at_least_fp32(z_s) / self.tau).softmax(dim=1)
+        y_t = (at_least_fp32(z_t) / self.tau).softmax(dim=1)
         inter = 1 - pearson_correlation(y_s, y_t).mean()
         intra = 1 - pearson_correlation(y_s.t(), y_t.t()).mean()
         return self.tau ** 2 * (self.beta * inter + self.gamma * intra)
@@ -86,8 +86,3 @@ class DISTDistiller(Distiller):
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.logits, out_t.logits)
-
-
-def _fp32(x):
-    """At least fp32: half-precision softmax and correlations lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

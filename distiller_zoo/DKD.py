@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
-from .base import Distiller, register
+from helper.precision import at_least_fp32
+from .base import Distiller, add_ramp_arguments, register, settle_ramp
 
 __all__ = ['dkd_parts', 'dkd_loss', 'DKD']
 
@@ -27,8 +28,8 @@ IMAGENET_BETA = {('ResNet50', 'MobileNetV1'): 2.0, ('ResNet50', 'MobileNetV2_Ima
 
 def dkd_parts(logits_s, logits_t, targets, temperature):
     """Per-sample (TCKD, NCKD), each T^2 * KL(teacher || student), shape (batch,)."""
-    z_s = _fp32(logits_s) / temperature
-    z_t = _fp32(logits_t) / temperature
+    z_s = at_least_fp32(logits_s) / temperature
+    z_t = at_least_fp32(logits_t) / temperature
     target = F.one_hot(targets, z_s.size(1)).bool()
 
     def binary_and_rest(z):
@@ -72,36 +73,19 @@ class DKD(Distiller):
         group.add_argument('--dkd_alpha', type=float, default=1.0, help='weight of TCKD (1.0)')
         group.add_argument('--dkd_beta', type=float, default=None,
                            help="weight of NCKD (default: mdistiller's per pair, 8.0 for most)")
-        group.add_argument('--dkd_T', type=float, default=None, help='DKD temperature (4; ImageNet 1)')
-        group.add_argument('--dkd_warmup', type=int, default=None,
-                           help='epochs of linear warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+        add_ramp_arguments(group, 'dkd')
 
     @staticmethod
     def settings(args):
         """Fill --dkd_beta, --dkd_T and --dkd_warmup not given with mdistiller's values; check all four."""
         pair = (args.model_t, args.model_s)
-        if args.dataset == 'imagenet':
-            beta, temperature, warmup = IMAGENET_BETA.get(pair, 0.5), 1.0, 1
-        else:
-            beta, temperature, warmup = CIFAR_BETA.get(pair, 8.0), 4.0, 20
         if args.dkd_beta is None:
-            args.dkd_beta = beta
-        if args.dkd_T is None:
-            args.dkd_T = temperature
-        if args.dkd_warmup is None:
-            args.dkd_warmup = warmup
+            imagenet = args.dataset == 'imagenet'
+            args.dkd_beta = IMAGENET_BETA.get(pair, 0.5) if imagenet else CIFAR_BETA.get(pair, 8.0)
         for flag, value in (('--dkd_alpha', args.dkd_alpha), ('--dkd_beta', args.dkd_beta)):
             if value < 0:
                 raise KDZooError(f"{flag} cannot be negative, got {value:g}")
-        if args.dkd_T <= 0:
-            raise KDZooError(f"--dkd_T must be positive, got {args.dkd_T:g}")
-        if args.dkd_warmup < 0:
-            raise KDZooError(f"--dkd_warmup cannot be negative, got {args.dkd_warmup}")
+        settle_ramp(args, 'dkd')
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return dkd_loss(out_s.logits, out_t.logits, batch.targets, self.dkd_alpha, self.dkd_beta, self.temperature)
-
-
-def _fp32(x):
-    """At least fp32: half-precision softmax sums lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

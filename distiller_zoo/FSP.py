@@ -12,7 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
+from .pairs import check_one_to_one
 
 __all__ = ['FSP', 'FSPDistiller']
 
@@ -27,10 +29,8 @@ class FSP(nn.Module):
 
     def __init__(self, s_shapes, t_shapes):
         super().__init__()
-        if len(s_shapes) != len(t_shapes):
-            raise KDZooError(f"FSP compares the student's and teacher's feature maps one to one, but the "
-                             f"student has {len(s_shapes)} and the teacher {len(t_shapes)}; pick a student and "
-                             f"teacher of the same family and widths (e.g. teacher resnet110, student resnet32)")
+        check_one_to_one('FSP', s_shapes, t_shapes, 'pick a student and teacher of the same family and widths '
+                         '(e.g. teacher resnet110, student resnet32)')
         for i, (s, t) in enumerate(zip(s_shapes, t_shapes)):
             if s[1] != t[1]:
                 raise KDZooError(f"FSP needs matching channel counts at every feature map, but f{i} has {s[1]} "
@@ -49,7 +49,7 @@ class FSP(nn.Module):
     def compute_fsp(g):
         matrices = []
         for bottom, top in zip(g, g[1:]):
-            bottom, top = _at_least_fp32(bottom), _at_least_fp32(top)
+            bottom, top = at_least_fp32(bottom), at_least_fp32(top)
             if bottom.shape[2] > top.shape[2]:
                 bottom = F.adaptive_avg_pool2d(bottom, top.shape[2:])
             elif bottom.shape[2] < top.shape[2]:
@@ -79,8 +79,3 @@ class FSPDistiller(Distiller):
 
     def init_loss(self, out_s, out_t, batch):
         return sum(self.criterion(out_s.feats[:-1], out_t.feats[:-1]))
-
-
-def _at_least_fp32(x):
-    """Losses are computed in fp32 at least: bf16/fp16 sums over whole maps lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.precision import at_least_fp32
 from .base import Distiller, register
 
 __all__ = ['FactorTransfer', 'Paraphraser', 'Translator', 'FT']
@@ -30,7 +31,7 @@ class FactorTransfer(nn.Module):
         self.p2 = p2
 
     def forward(self, f_s, f_t):
-        f_s, f_t = _at_least_fp32(f_s), _at_least_fp32(f_t)
+        f_s, f_t = at_least_fp32(f_s), at_least_fp32(f_t)
         if f_s.shape[2] > f_t.shape[2]:
             f_s = F.adaptive_avg_pool2d(f_s, f_t.shape[2:])
         elif f_s.shape[2] < f_t.shape[2]:
@@ -90,6 +91,7 @@ class FT(Distiller):
     """Two stages, modules and modes as RepDistiller's train_student.py, helper/pretrain.py and loops.py."""
     needs_feats = True
     default_weights = (1.0, 0.0, 200.0)
+    init_stage_only = ('paraphraser',)
     reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
@@ -98,14 +100,6 @@ class FT(Distiller):
         self.paraphraser = Paraphraser(t_shape)
         self.translator = Translator(s_shape, t_shape)
         self.criterion = FactorTransfer()
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.paraphraser.eval()  # trained only in the init stage, where InitStageObjective switches it on
-        return self
-
-    def trainable_modules(self):
-        return [self.translator]
 
     def method_loss(self, out_s, out_t, batch, epoch):
         factor_s = self.translator(out_s.feats[-2])
@@ -129,9 +123,4 @@ class FT(Distiller):
     def init_loss(self, out_s, out_t, batch):
         f_t = out_t.feats[-2]
         _, reconstruction = self.paraphraser(f_t)
-        return F.mse_loss(_at_least_fp32(reconstruction), _at_least_fp32(f_t))
-
-
-def _at_least_fp32(x):
-    """Losses are computed in fp32 at least: bf16/fp16 sums over whole maps lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+        return F.mse_loss(at_least_fp32(reconstruction), at_least_fp32(f_t))

@@ -3,12 +3,12 @@
 The paper trains the hint stage first and then the whole student; RepDistiller (the code wins) trains
 the regressor and the student together from the first epoch, with no hint pre-training.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.util import ConvReg
 from helper.errors import KDZooError
+from helper.precision import full_precision
 from .base import Distiller, check_layer, register
 
 __all__ = ['HintLoss', 'FitNet']
@@ -18,10 +18,9 @@ class HintLoss(nn.Module):
     """RepDistiller's hint loss: ``HintLoss()(f_s, f_t)``, the mean squared error over all elements
     (``f_s`` is the regressed student map)."""
 
+    @full_precision
     def forward(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            return F.mse_loss(f_s.to(wide), f_t.to(wide))
+        return F.mse_loss(f_s, f_t)
 
 
 @register('hint')

@@ -8,7 +8,7 @@ factors. f = 0 is plain KD, f > 0 gives the non-target classes more of the softe
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
-from .base import Distiller, kd_loss, register
+from .base import Distiller, add_ramp_arguments, kd_loss, register, settle_ramp
 
 __all__ = ['mkl_loss', 'parse_factors', 'MKL']
 
@@ -67,9 +67,7 @@ class MKL(Distiller):
         group = parser.add_argument_group('MKL and NTCE-KD')
         group.add_argument('--mkl_factors', type=parse_factors, default=None,
                            help='shrink factors, e.g. 2,1.5,1,0.5,0,-0.5,-1 (default: per pair, as NTCE-KD)')
-        group.add_argument('--mkl_T', type=float, default=None, help='MKL temperature (4; ImageNet 1)')
-        group.add_argument('--mkl_warmup', type=int, default=None,
-                           help='epochs of linear MKL warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+        add_ramp_arguments(group, 'mkl')
 
     @classmethod
     def defaults_for(cls, args):
@@ -81,18 +79,10 @@ class MKL(Distiller):
     def settings(args):
         """Fill --mkl_factors, --mkl_T and --mkl_warmup not given with NTCE-KD's config for the pair, check
         them, and return them as (factors, temperature, warm-up epochs)."""
-        imagenet = args.dataset == 'imagenet'
         if args.mkl_factors is None:
             pair = (args.model_t, args.model_s)
             args.mkl_factors = SHORT_FACTORS if pair in SHORT_FACTOR_PAIRS else ALL_FACTORS
-        if args.mkl_T is None:
-            args.mkl_T = 1.0 if imagenet else 4.0
-        if args.mkl_warmup is None:
-            args.mkl_warmup = 1 if imagenet else 20
-        if args.mkl_T <= 0:
-            raise KDZooError(f"--mkl_T must be positive, got {args.mkl_T}")
-        if args.mkl_warmup < 0:
-            raise KDZooError(f"--mkl_warmup cannot be negative, got {args.mkl_warmup}")
+        settle_ramp(args, 'mkl')
         return tuple(args.mkl_factors), args.mkl_T, args.mkl_warmup
 
     def method_loss(self, out_s, out_t, batch, epoch):

@@ -26,11 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dataset.batches import ContrastSpec
 from helper.errors import KDZooError
 from .deploy import register_deploy
 from models.registry import build_model
-from .CRD import CRD_FLAGS, crd_criterion
+from .CRD import ContrastiveTerm
 from .base import Distiller, TeacherRequest, register, run_network
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
@@ -267,17 +266,8 @@ class NORMKD(NORM):
 
 
 @register('norm_crd', 'NORM_CRD')
-class NORMCRD(NORM):
+class NORMCRD(ContrastiveTerm, NORM):
     """NORM + c * CRD, c = -c/--ceta (NORM's code), on the pooled features (the student's after its FT)."""
-    reads_flags = CRD_FLAGS
-
-    @classmethod
-    def data_options(cls, args):
-        return {'train_sample': ContrastSpec(args.nce_k, args.mode)}
-
-    def __init__(self, args, student, teacher, probe_s, probe_t, data):
-        super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.criterion = crd_criterion(args, probe_s, probe_t, data)
 
     def reads_teacher(self):
         return True  # the CRD term reads the teacher's features whatever -a and -b are

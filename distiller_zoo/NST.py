@@ -4,16 +4,16 @@ RepDistiller's form (the code wins): squared MMD with the polynomial kernel k(x,
 L2-normalised spatial activation vectors of the channels, on ``feats[1:-1]``, the taller map pooled.
 """
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .AT import match_height
+from helper.precision import full_precision
 from .base import Distiller, register
+from .pairs import PairwiseLoss, match_height
 
 __all__ = ['NSTLoss', 'NST']
 
 
-class NSTLoss(nn.Module):
+class NSTLoss(PairwiseLoss):
     """RepDistiller's NST loss: ``NSTLoss()(g_s, g_t)`` -> one loss per pair of maps.
 
     Per pair: mean k(t, t') (detached) + mean k(s, s') - 2 mean k(s, t), the means over the batch and all
@@ -21,17 +21,15 @@ class NSTLoss(nn.Module):
     (B, C, C, HW) intermediate. Pairs are taken with ``zip``, as in RepDistiller.
     """
 
-    def forward(self, g_s, g_t):
-        return [self.nst_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+    @full_precision
+    def pair_loss(self, f_s, f_t):
+        f_s, f_t = match_height(f_s, f_t)
+        f_s = F.normalize(f_s.flatten(2), dim=2)
+        f_t = F.normalize(f_t.flatten(2), dim=2)
+        return (self.poly_kernel(f_t, f_t).mean().detach() + self.poly_kernel(f_s, f_s).mean()
+                - 2 * self.poly_kernel(f_s, f_t).mean())
 
-    def nst_loss(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            f_s, f_t = match_height(f_s.to(wide), f_t.to(wide))
-            f_s = F.normalize(f_s.flatten(2), dim=2)
-            f_t = F.normalize(f_t.flatten(2), dim=2)
-            return (self.poly_kernel(f_t, f_t).mean().detach() + self.poly_kernel(f_s, f_s).mean()
-                    - 2 * self.poly_kernel(f_s, f_t).mean())
+    nst_loss = pair_loss  # RepDistiller's name
 
     @staticmethod
     def poly_kernel(a, b):

@@ -21,7 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
+from .pairs import MapwiseModules
 
 __all__ = ['ofd_margin', 'ofd_feat_loss', 'ConnectorConvBN', 'OFD']
 
@@ -43,7 +45,7 @@ def ofd_feat_loss(source, target, margin):
 
     ``margin`` broadcasts against the (N, C, H, W) maps, e.g. shape (1, C, 1, 1).
     """
-    source, target = _fp32(source), _fp32(target)
+    source, target = at_least_fp32(source), at_least_fp32(target)
     margin = margin.to(source.dtype)
     loss = ((source - margin) ** 2 * ((source > margin) & (target <= margin))
             + (source - target) ** 2 * ((source > target) & (target > margin) & (target <= 0))
@@ -51,13 +53,12 @@ def ofd_feat_loss(source, target, margin):
     return loss.sum() / source.shape[0]
 
 
-class ConnectorConvBN(nn.Module):
+class ConnectorConvBN(MapwiseModules):
     """mdistiller's connectors: ``ConnectorConvBN(s_channels, t_channels, kernel_size=1)``, one conv (no
     bias, N(0, sqrt(2 / (k * k * C_t))) init) + BN (weight 1, bias 0) per stage; ``forward(list)``."""
 
     def __init__(self, s_channels, t_channels, kernel_size=1):
-        super().__init__()
-        self.connectors = nn.ModuleList(self._connector(s, t, kernel_size) for s, t in zip(s_channels, t_channels))
+        super().__init__(self._connector(s, t, kernel_size) for s, t in zip(s_channels, t_channels))
 
     @staticmethod
     def _connector(s_channels, t_channels, kernel_size):
@@ -67,9 +68,6 @@ class ConnectorConvBN(nn.Module):
         nn.init.ones_(bn.weight)
         nn.init.zeros_(bn.bias)
         return nn.Sequential(conv, bn)
-
-    def forward(self, g_s):
-        return [connect(f) for connect, f in zip(self.connectors, g_s)]
 
 
 @register('ofd')
@@ -117,8 +115,3 @@ def _check_preact(teacher, args, stages):
     if all(torch.equal(a, b) for a, b in zip(pre, post)):
         raise KDZooError(f"OFD distils the teacher's pre-ReLU stage outputs, but {args.model_t} has no ReLU after "
                          f"its stages; choose another teacher")
-
-
-def _fp32(x):
-    """At least fp32: half-precision sums over whole maps lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

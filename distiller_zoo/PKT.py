@@ -6,6 +6,7 @@ RepDistiller uses the authors' cosine-kernel form (the code wins over the paper'
 import torch
 import torch.nn as nn
 
+from helper.precision import full_precision
 from .base import Distiller, register
 
 __all__ = ['PKT', 'PKTDistiller']
@@ -20,10 +21,9 @@ class PKT(nn.Module):
     root gives NaN (an all-zero embedding).
     """
 
+    @full_precision
     def forward(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            return self.cosine_similarity_loss(f_s.to(wide), f_t.to(wide))
+        return self.cosine_similarity_loss(f_s, f_t)
 
     @staticmethod
     def cosine_similarity_loss(output_net, target_net, eps=0.0000001):

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from helper import distributed
 from helper.errors import KDZooError
+from helper.precision import full_precision
 from .base import Distiller, register
 
 __all__ = ['RKDLoss', 'RKD']
@@ -23,14 +24,12 @@ class RKDLoss(nn.Module):
         self.w_d = w_d
         self.w_a = w_a
 
+    @full_precision
     def forward(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            student = f_s.flatten(1).to(wide)
-            teacher = f_t.flatten(1).to(wide).detach()
-            loss_d = F.smooth_l1_loss(self.relative_distances(student), self.relative_distances(teacher))
-            loss_a = F.smooth_l1_loss(self.angles(student), self.angles(teacher))
-            return self.w_d * loss_d + self.w_a * loss_a
+        student, teacher = f_s.flatten(1), f_t.flatten(1).detach()
+        loss_d = F.smooth_l1_loss(self.relative_distances(student), self.relative_distances(teacher))
+        loss_a = F.smooth_l1_loss(self.angles(student), self.angles(teacher))
+        return self.w_d * loss_d + self.w_a * loss_a
 
     @classmethod
     def relative_distances(cls, e):

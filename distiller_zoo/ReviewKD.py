@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
-from .base import Distiller, register
+from helper.precision import at_least_fp32
+from .base import Distiller, add_ramp_arguments, register, settle_ramp
 
 __all__ = ['ABF', 'hcl_loss', 'ReviewKD']
 
@@ -64,7 +64,7 @@ def hcl_loss(fstudent, fteacher):
     (1 + sum_k w_k) over k = 4, 2, 1 with k < the map height, w halving from 1/2 at each k used."""
     total = 0.0
     for fs, ft in zip(fstudent, fteacher):
-        fs, ft = _fp32(fs), _fp32(ft)
+        fs, ft = at_least_fp32(fs), at_least_fp32(ft)
         loss, weight, weights = F.mse_loss(fs, ft), 1.0, 1.0
         for size in (4, 2, 1):
             if size >= fs.shape[2]:
@@ -109,8 +109,7 @@ class ReviewKD(Distiller):
     @classmethod
     def add_arguments(cls, parser):
         group = parser.add_argument_group('ReviewKD')
-        group.add_argument('--reviewkd_warmup', type=int, default=None,
-                           help='epochs of linear warm-up of the review loss (20; ImageNet 1)')
+        add_ramp_arguments(group, 'reviewkd', temperature=False)
 
     @classmethod
     def defaults_for(cls, args):
@@ -121,10 +120,7 @@ class ReviewKD(Distiller):
 
     @staticmethod
     def settings(args):
-        if args.reviewkd_warmup is None:
-            args.reviewkd_warmup = 1 if args.dataset == 'imagenet' else 20
-        if args.reviewkd_warmup < 0:
-            raise KDZooError(f"--reviewkd_warmup cannot be negative, got {args.reviewkd_warmup}")
+        settle_ramp(args, 'reviewkd', temperature=False)
 
     def review(self, feats_s):
         """The ABF predictions of the teacher's levels, shallowest first."""
@@ -138,8 +134,3 @@ class ReviewKD(Distiller):
     def method_loss(self, out_s, out_t, batch, epoch):
         targets = review_levels(out_t.feats)[-self.depth:]
         return hcl_loss(self.review(out_s.feats), targets)  # ramped in by Distiller.losses
-
-
-def _fp32(x):
-    """At least fp32: half-precision sums over whole maps lose too much."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -1,14 +1,14 @@
 """SP: Tung and Mori, "Similarity-Preserving Knowledge Distillation" (ICCV 2019), on ``feats[-2]``."""
-import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.precision import full_precision
 from .base import Distiller, register
+from .pairs import PairwiseLoss
 
 __all__ = ['Similarity', 'SP']
 
 
-class Similarity(nn.Module):
+class Similarity(PairwiseLoss):
     """RepDistiller's SP loss: ``Similarity()(g_s, g_t)`` -> one loss per pair of maps.
 
     Each map is flattened per sample; its (B, B) Gram matrix is L2-normalised row by row; the loss is the
@@ -16,15 +16,12 @@ class Similarity(nn.Module):
     as a one-element vector; here it is a scalar of the same value.
     """
 
-    def forward(self, g_s, g_t):
-        return [self.similarity_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+    @full_precision
+    def pair_loss(self, f_s, f_t):
+        bsz = f_s.shape[0]
+        return (self.gram(f_t) - self.gram(f_s)).pow(2).sum() / (bsz * bsz)
 
-    def similarity_loss(self, f_s, f_t):
-        with torch.autocast(f_s.device.type, enabled=False):
-            wide = torch.promote_types(f_s.dtype, torch.float32)
-            bsz = f_s.shape[0]
-            diff = self.gram(f_t.to(wide)) - self.gram(f_s.to(wide))
-            return diff.pow(2).sum() / (bsz * bsz)
+    similarity_loss = pair_loss  # RepDistiller's name
 
     @staticmethod
     def gram(f):

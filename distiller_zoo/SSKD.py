@@ -50,6 +50,17 @@ _SSKD_FLAGS = {'--ce-weight': '-r', '--kd-weight': '-a', '--ss-weight': '-b', '-
                '--lr': '--learning_rate', '--batch-size': '--batch_size', '--weight-decay': '--weight_decay',
                '--gpu-id': '--gpu_id'}
 
+# SSKD's own float flags: (name, the official default, meaning). Each also answers to the official hyphenated
+# spelling (--tf-T for --tf_T).
+SSKD_OWN_FLAGS = [
+    ('tf_weight', 2.7, 'weight of KD on the rotated views'),
+    ('tf_T', 4.0, 'temperature of KD on the rotated views'),
+    ('ss_T', 0.5, 'temperature of the self-supervision similarity KL'),
+    ('ratio_tf', 1.0, 'share of the rotated views the teacher misclassifies that are distilled'),
+    ('ratio_ss', 0.75, "share of the rotated views the teacher's SS head mismatches that are distilled"),
+    ('t_lr', 0.05, "lr of the teacher's SS head in the init stage"),
+]
+
 
 class SSHead(nn.Sequential):
     """The official ``proj_head``: Linear(d, d), ReLU, Linear(d, d) on the pooled feature (d its width)."""
@@ -111,6 +122,7 @@ class SSKD(Distiller):
     """SSKD: the student and both SS heads; ``run_networks`` runs the networks on the four views."""
     needs_feats = True
     default_weights = (0.1, 0.9, 10.0)  # student.py: --ce-weight, --kd-weight, --ss-weight
+    init_stage_only = ('t_head',)
     init_epochs = 60  # student.py's --t-epoch
     reads_flags = ('init_epochs',)
 
@@ -129,18 +141,9 @@ class SSKD(Distiller):
         group = parser.add_argument_group("SSKD (the official student.py's hyphenated spellings work too: "
                                           "--ce-weight, --kd-weight, --ss-weight = -r, -a, -b; --t-epoch = "
                                           "--init_epochs)")
-        group.add_argument('--tf_weight', '--tf-weight', dest='tf_weight', type=float, default=2.7,
-                           help='weight of KD on the rotated views')
-        group.add_argument('--tf_T', '--tf-T', dest='tf_T', type=float, default=4.0,
-                           help='temperature of KD on the rotated views')
-        group.add_argument('--ss_T', '--ss-T', dest='ss_T', type=float, default=0.5,
-                           help='temperature of the self-supervision similarity KL')
-        group.add_argument('--ratio_tf', '--ratio-tf', dest='ratio_tf', type=float, default=1.0,
-                           help='share of the rotated views the teacher misclassifies that are distilled')
-        group.add_argument('--ratio_ss', '--ratio-ss', dest='ratio_ss', type=float, default=0.75,
-                           help="share of the rotated views the teacher's SS head mismatches that are distilled")
-        group.add_argument('--t_lr', '--t-lr', dest='t_lr', type=float, default=0.05,
-                           help="lr of the teacher's SS head in the init stage")
+        for name, default, meaning in SSKD_OWN_FLAGS:
+            group.add_argument(f'--{name}', f"--{name.replace('_', '-')}", dest=name, type=float, default=default,
+                               help=meaning)
         group.add_argument('--t_milestones', '--t-milestones', dest='t_milestones', type=int, nargs='+',
                            default=[30, 45], help="init-stage epochs after which the head's lr is x0.1")
 
@@ -171,14 +174,6 @@ class SSKD(Distiller):
               f"epochs, lr {self.t_lr:g} x0.1 after {', '.join(map(str, self.t_milestones))}")
         if args.init_epochs == 0:
             print("SSKD: --init_epochs 0 leaves the teacher's SS head untrained; its similarities are then noise")
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.t_head.eval()  # trained only in the init stage, where InitStageObjective switches it on
-        return self
-
-    def trainable_modules(self):
-        return [self.s_head]
 
     def teacher_request(self):
         """The teacher on the batch's four views at once (the official 4B batch), with its features."""

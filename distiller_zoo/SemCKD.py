@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from helper import distributed
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32, full_precision
 from models.util import SelfA
 from .base import Distiller, register
 
@@ -23,14 +24,13 @@ class SemCKDLoss(nn.Module):
     per-sample mean squared error of each regressed student map ``s_value[i][j]`` to ``f_target[i][j]``,
     summed and divided by B * n_s (computed in fp32)."""
 
+    @full_precision
     def forward(self, s_value, f_target, weight):
         bsz, num_stu, num_tea = weight.shape
-        with torch.autocast(weight.device.type, enabled=False):
-            wide = torch.promote_types(weight.dtype, torch.float32)
-            per_sample = torch.stack([torch.stack([
-                ((s_value[i][j].to(wide) - f_target[i][j].to(wide)) ** 2).reshape(bsz, -1).mean(1)
-                for j in range(num_tea)], 1) for i in range(num_stu)], 1)
-            return (weight.to(wide) * per_sample).sum() / (bsz * num_stu)
+        per_sample = torch.stack([torch.stack([
+            ((at_least_fp32(s_value[i][j]) - at_least_fp32(f_target[i][j])) ** 2).reshape(bsz, -1).mean(1)
+            for j in range(num_tea)], 1) for i in range(num_stu)], 1)
+        return (weight * per_sample).sum() / (bsz * num_stu)
 
 
 @register('semckd')

@@ -148,8 +148,17 @@ class Distiller(nn.Module):
         return TeacherRequest(self.needs_feats, preact, tuple(self.views))
 
     def trainable_modules(self):
-        """Modules the main optimiser trains besides the student (projectors, embeddings...)."""
-        return [self] if any(p.requires_grad for p in self.parameters()) else []
+        """Modules the main optimiser trains besides the student (projectors, embeddings...): the method, or
+        with ``init_stage_only`` its other children, those of them that have trainable parameters."""
+        modules = [m for name, m in self.named_children() if name not in self.init_stage_only] \
+            if self.init_stage_only else [self]
+        return [m for m in modules if any(p.requires_grad for p in m.parameters())]
+
+    def train(self, mode=True):
+        super().train(mode)
+        for name in self.init_stage_only:
+            getattr(self, name).eval()  # InitStageObjective switches it on in its own stage
+        return self
 
     def run_student(self, student, batch):
         """The student's outputs on the batch's training view, as this method reads them."""
@@ -200,6 +209,9 @@ class Distiller(nn.Module):
 
     # Two-stage methods (AB, FT, FSP, SSKD) train some modules first for --init_epochs with init_loss.
     init_epochs = 30  # the default of --init_epochs (RepDistiller's; SSKD's teacher stage is 60)
+    # Names of the modules trained only in that stage (AB's connector, FT's paraphraser, SSKD's teacher head):
+    # the main stage keeps them in eval mode and out of its optimiser.
+    init_stage_only = ()
 
     def init_modules(self, student):
         return []
@@ -236,6 +248,32 @@ def add_loss_weights(group):
     group.add_argument('--kd_T', type=float, default=4, help='KD temperature')
     group.add_argument('--init_epochs', type=int, default=None,
                        help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
+
+
+def add_ramp_arguments(group, method, temperature=True):
+    """``--<method>_T`` and ``--<method>_warmup`` of a logit method that mdistiller ramps in (DKD, MKL; ReviewKD
+    has only the warm-up), left None so that ``settle_ramp`` fills them for the data set."""
+    label = method.upper() if method != 'reviewkd' else 'review loss'
+    if temperature:
+        group.add_argument(f'--{method}_T', type=float, default=None, help=f'{label} temperature (4; ImageNet 1)')
+    group.add_argument(f'--{method}_warmup', type=int, default=None,
+                       help=f'epochs of linear {label} warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+
+
+def settle_ramp(args, method, temperature=True):
+    """Fill ``--<method>_T`` (4; ImageNet 1) and ``--<method>_warmup`` (20; ImageNet 1), mdistiller's values, when
+    not given, and refuse a temperature that is not positive or a negative warm-up."""
+    imagenet = args.dataset == 'imagenet'
+    flags = [(f'{method}_warmup', 1 if imagenet else 20)]
+    if temperature:
+        flags.insert(0, (f'{method}_T', 1.0 if imagenet else 4.0))
+    for dest, default in flags:
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    if temperature and getattr(args, f'{method}_T') <= 0:
+        raise KDZooError(f"--{method}_T must be positive, got {getattr(args, f'{method}_T'):g}")
+    if getattr(args, f'{method}_warmup') < 0:
+        raise KDZooError(f"--{method}_warmup cannot be negative, got {getattr(args, f'{method}_warmup')}")
 
 
 def add_method_arguments(parser, methods=None):
