@@ -1,15 +1,17 @@
 """What the CIFAR-100 tables cost, packed and unpacked: teacher passes and compute, counted from the
 table scripts' own commands (no timing, nothing trained).
 
-For every script under scripts/ that distils students (it hands its cells to ``student_cell``), the
+For every script under scripts/ that distils students (``table_scripts``), the
 commands it prints with DRY_RUN=1, once packed (the default) and once with PACK=0, are parsed by
 train_student.py's own parser; from each run's settled arguments:
-  - teacher image-passes: an unpacked run's teacher sees every training image once per epoch (twice
-    for NTCE-KD: the strong view too) plus its init stage (AB, FT, FSP: --init_epochs more) and one pass
-    over the 10 000 test images (the teacher's accuracy at the start). A pack's teacher sees each image
-    once per epoch for all its members (a second time if members read pre-ReLU maps and others not,
-    and once more per extra view), for as many epochs as its longest member, plus the init stage of its
-    two-stage members and one test-set pass;
+  - teacher image-passes, counted by running the pack's own ``SharedTeacher`` (a single run is a pack
+    of one) on the requests the methods themselves make, with a stand-in teacher that counts images: an
+    unpacked run's teacher sees every training image once per epoch (twice for NTCE-KD: the strong view
+    too; four times for SSKD: the rotations; never for NORM's CE-only rows) plus its init stage (AB, FT,
+    FSP, SSKD: --init_epochs more) and one pass over the 10 000 test images (the teacher's accuracy at
+    the start). A pack's teacher sees each image once per epoch for all its members (a second time if
+    members read pre-ReLU maps and others not, and once more per extra view), for as many epochs as its
+    longest member, plus the init stage of its two-stage members and one test-set pass;
   - compute: forward FLOPs of the networks on one 32x32 image (torch.utils.flop_counter), a student's
     training image costing 3 forwards (forward and backward) and each test image one; the methods' own
     heads and losses are not counted (they are small next to the networks), nor is data loading.
@@ -26,20 +28,26 @@ import subprocess
 import sys
 
 import torch
+import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import train_student  # noqa: E402
-from distiller_zoo import DISTILLERS, Distiller, TeacherRequest  # noqa: E402
+from dataset.batches import rotated_views  # noqa: E402
+from distiller_zoo import DISTILLERS, Distiller  # noqa: E402
+from engine.pack import SharedTeacher  # noqa: E402
 from models import model_dict  # noqa: E402
 
 TRAIN, TEST = 50000, 10000  # CIFAR-100
 
 
 def table_scripts():
-    return sorted(p for p in glob.glob(os.path.join(REPO, 'scripts', 'run_*.sh')) if 'student_cell' in open(p).read())
+    """The scripts that distil students: they hand cells to common.sh's ``student_cell`` (directly or
+    through its ``pair_cells`` loop)."""
+    return sorted(p for p in glob.glob(os.path.join(REPO, 'scripts', 'run_*.sh'))
+                  if any(word in open(p).read() for word in ('student_cell', 'pair_cells')))
 
 
 def commands(script, **env):
@@ -54,11 +62,15 @@ def commands(script, **env):
     return parsed
 
 
-def request(args):
-    """The teacher request the run's method declares by its class attributes (Distiller.teacher_request)."""
+def method_stand_in(args):
+    """The run's method with only its loss weights set, no networks built: enough for its own
+    ``teacher_request``/``init_teacher_request`` (NORM's CE-only rows need no teacher; SSKD's teacher reads
+    four rotated views). A method whose request reads more of its state fails here loudly."""
     cls = DISTILLERS[args.distill]
-    preact = cls.preact if cls.teacher_preact is None else cls.teacher_preact
-    return TeacherRequest(cls.needs_feats, preact, tuple(cls.views))
+    method = cls.__new__(cls)
+    nn.Module.__init__(method)
+    method.gamma, method.alpha, method.beta = args.gamma, args.alpha, args.beta
+    return method
 
 
 def has_init_stage(args):
@@ -66,22 +78,45 @@ def has_init_stage(args):
     return args.init_epochs > 0 and any('init_modules' in vars(k) for k in cls.__mro__ if k is not Distiller)
 
 
-def passes(requests):
-    """Teacher forwards per batch for members with these requests (SharedTeacher.compute)."""
-    plain = any(r.feats and not r.preact for r in requests) or any(not r.feats for r in requests)
-    preact = any(r.feats and r.preact for r in requests)
-    return int(plain or not preact) + int(preact) + len({v for r in requests for v in r.views})
+class CountingTeacher:
+    """Stands in for the teacher network: counts the images it is run on."""
+
+    def __init__(self):
+        self.images = 0
+
+    def __call__(self, images, is_feat=False, preact=False):
+        self.images += len(images)
+        logits = images.new_zeros(len(images), 1)
+        return ([], logits) if is_feat else logits
+
+
+class OneImage:
+    """A batch of one training image, with the views a request may read (the strong one, the rotations)."""
+    images = torch.zeros(1, 3, 4, 4)
+
+    def view(self, name):
+        return rotated_views(self.images) if name == 'rotations' else self.images
+
+
+def images_per_image(requests):
+    """Teacher image-passes per training image when one ``SharedTeacher`` (engine/pack.py) serves these
+    requests; for one request, what ``run_teacher`` does for a single run."""
+    teacher = CountingTeacher()
+    SharedTeacher(teacher).compute(OneImage(), requests)
+    return teacher.images
 
 
 def teacher_images(process):
     """Teacher image-passes of one process: a single run or a pack."""
     members = getattr(process, 'members', [process])
+    methods = {id(m): method_stand_in(m) for m in members}
     total = TEST  # the teacher's test accuracy, once
     for epoch in range(1, max(m.epochs for m in members) + 1):
-        total += TRAIN * passes([request(m) for m in members if m.epochs >= epoch])
-    init = [m for m in members if has_init_stage(m)]  # their init stage reads features (pre-ReLU for AB)
+        total += TRAIN * images_per_image([methods[id(m)].teacher_request() for m in members if m.epochs >= epoch])
+    init = [m for m in members if has_init_stage(m)]
     for epoch in range(1, max((m.init_epochs for m in init), default=0) + 1):
-        total += TRAIN * passes([TeacherRequest(True, request(m).preact) for m in init if m.init_epochs >= epoch])
+        total += TRAIN * images_per_image([methods[id(m)].init_teacher_request() for m in init
+                                           if m.init_epochs >= epoch])
     return total
 
 
@@ -99,7 +134,7 @@ def forward_flops(name):
 
 
 def student_flops(args):
-    views = 1 + len(request(args).views)  # NTCE-KD's student also learns on the strong view
+    views = 1 + len(method_stand_in(args).teacher_request().views)  # NTCE-KD's student also learns on the strong view
     return forward_flops(args.model_s) * (3 * TRAIN * views * args.epochs + TEST * args.epochs)
 
 

@@ -26,6 +26,13 @@ def test_gpu_check_dry_mode_runs_every_step_on_the_cpu(tmp_path):
     assert '240 epochs in' in report and 'speed-up' in report
 
 
+def test_every_cifar_table_script_is_counted():
+    names = [os.path.basename(p) for p in table_cost.table_scripts()]
+    for script in ('run_cifar_distill.sh', 'run_mdistiller_dkd_reviewkd.sh', 'run_nd_table.sh',
+                   'run_norm_tables.sh', 'run_ntce_tables.sh', 'run_simkd_table.sh'):
+        assert script in names
+
+
 def test_table_arithmetic_of_the_simkd_table():
     """33 runs of 240 epochs; with packs of 8, five processes whose teacher sees every image once an
     epoch (no member there reads pre-ReLU maps or another view), plus one test-set pass each."""
@@ -38,9 +45,29 @@ def test_table_arithmetic_of_the_simkd_table():
     assert one['student_flops'] == pack['student_flops']
 
 
-def test_a_pack_counts_a_second_pass_for_pre_relu_maps_and_one_per_view():
+def test_a_pack_counts_a_second_pass_for_both_kinds_of_maps_and_one_per_view():
+    """The pack's own SharedTeacher, run on a counting stand-in: what a pack (or a single run) costs per image."""
     from distiller_zoo import TeacherRequest
-    assert table_cost.passes([TeacherRequest(), TeacherRequest(True)]) == 1
-    assert table_cost.passes([TeacherRequest(True, True)]) == 1
-    assert table_cost.passes([TeacherRequest(), TeacherRequest(True, True)]) == 2
-    assert table_cost.passes([TeacherRequest(views=('strong',)), TeacherRequest(True)]) == 2
+    count = table_cost.images_per_image
+    assert count([TeacherRequest(), TeacherRequest(True)]) == 1
+    assert count([TeacherRequest(True, True)]) == 1
+    assert count([TeacherRequest(), TeacherRequest(True, True)]) == 1  # logits-only members read the pre-ReLU pass
+    assert count([TeacherRequest(True), TeacherRequest(True, True)]) == 2  # post- and pre-ReLU maps: two passes
+    assert count([TeacherRequest(views=('strong',)), TeacherRequest(True)]) == 2
+    assert count([TeacherRequest(True, view='rotations')]) == 4  # SSKD's four rotated views
+    assert count([TeacherRequest(True, view='rotations'), TeacherRequest()]) == 5
+    assert count([TeacherRequest(needed=False)]) == 0
+    assert count([TeacherRequest(needed=False), TeacherRequest()]) == 1
+
+
+def test_norms_ce_only_rows_cost_no_teacher_pass_but_the_test_set():
+    """NORM's CE-only rows (-a 0 -b 0) never run the teacher in training; the other NORM rows do, once an image."""
+    processes = [p for p in table_cost.commands(os.path.join(REPO, 'scripts', 'run_norm_tables.sh'), PACK='0')
+                 if p.dataset == 'cifar100' and p.distill == 'norm']
+    ce_only = [p for p in processes if p.alpha == 0 and p.beta == 0]
+    distilled = [p for p in processes if p.beta > 0]
+    assert ce_only and distilled
+    for p in ce_only:
+        assert table_cost.teacher_images(p) == table_cost.TEST
+    for p in distilled:
+        assert table_cost.teacher_images(p) == p.epochs * table_cost.TRAIN + table_cost.TEST
