@@ -42,9 +42,9 @@ from engine.loop import evaluate_predictions
 from engine.setup import count_parameters, devices_and_data, run_provenance, synchronise_batchnorm
 from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher, main_trainer,
                             student_files, teacher_file, training_summary)
-from helper import distributed
+from helper import distributed, signals
 from helper.checkpoint import check_file, load_checkpoint
-from helper.errors import KDZooError, NonFiniteLossError
+from helper.errors import DiskFullError, KDZooError, NonFiniteLossError
 from helper.logger import RunLogger
 from helper.run_files import refuse_finished
 from helper.runtime import autocast, draw_seed, memory_format, seed_everything
@@ -508,13 +508,45 @@ def run_stage(stage, members, loader, shared, device, precision, on_finish=None,
     total = sum(max(t.epochs - t.state['epoch'], 0) * len(t.data.train) for t in trainers.values())
     progress = next(iter(trainers.values())).progress_bar(total)
     try:
-        with contextlib.ExitStack() as stops:
-            for trainer in trainers.values():  # a stop signal or a full disk: every member records it
-                stops.enter_context(trainer.stopping())
+        with stopping_together(members, trainers):
             run_epochs(members, trainers, loader, shared, device, precision, progress, first, last, stage,
                        on_finish, closing)
     finally:
         progress.close()
+
+
+@contextlib.contextmanager
+def stopping_together(members, trainers):
+    """A stop signal or a full disk ends every member of the pack still training: each records it as its
+    single run would (``Trainer.stopping``), and one line names, member by member, where its last complete
+    epoch is. Other errors pass through as they are."""
+    try:
+        yield
+    except (KeyboardInterrupt, Exception) as first:
+        if not isinstance(first, (KeyboardInterrupt, DiskFullError)) and signals.received() is None:
+            raise
+        ends = []
+        for m in members:
+            if m.stopped is not None:
+                continue  # it stopped on a non-finite loss, which its metrics.json keeps saying
+            try:
+                with trainers[m].stopping():
+                    raise first
+            except (signals.Interrupted, DiskFullError) as end:
+                ends.append((m.label, end))
+        if not ends:
+            raise
+        if isinstance(first, DiskFullError):
+            cause = f"{first}; "
+            raise DiskFullError(cause + '; '.join(f"{label}: {str(end).removeprefix(cause)}"
+                                                  for label, end in ends)) from None
+        details = [(label, end.detail) for label, end in ends]
+        go_on = '; continue with --resume auto'
+        if all(detail.endswith(go_on) for _, detail in details):
+            detail = '; '.join(f"{label}: {d.removesuffix(go_on)}" for label, d in details) + go_on
+        else:
+            detail = '; '.join(f"{label}: {d}" for label, d in details)
+        raise signals.Interrupted(ends[0][1].signum, detail) from None
 
 
 def run_epochs(members, trainers, loader, shared, device, precision, progress, first, last, stage, on_finish,

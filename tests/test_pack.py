@@ -323,3 +323,73 @@ def test_a_member_that_cannot_pair_with_the_teacher_stops_the_pack_before_it_wri
                         '--save_root', tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: pack member 'kdd'")
+
+
+@pytest.mark.slow
+def test_a_stop_signal_keeps_every_members_last_epoch_and_resume_finishes_them(cifar, tmp_path):
+    """SIGTERM to a packed train_student.py process (what SLURM sends): it exits 143 within seconds, every
+    member's last complete epoch is kept and recorded as 'interrupted' with a line per member saying where,
+    and --resume auto then finishes every member."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    data, teacher = cifar
+    argv = ['--path_t', teacher, '--data_folder', data, '--batch_size', '32', '--skip-validation', '--nce_k', '16',
+            '--model_s', 'resnet8', '--distill', 'kd,crd', '--save_root', str(tmp_path)]
+    job = subprocess.Popen([sys.executable, os.path.join(REPO, 'train_student.py'), *argv, '--epochs', '100'],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    deadline = time.time() + 180
+    try:
+        while len(runs(tmp_path)) < 2 or not all(
+                os.path.exists(tmp_path / 'students' / 'models' / run / 'metrics.json') for run in runs(tmp_path)):
+            assert job.poll() is None and time.time() < deadline, job.communicate()
+            time.sleep(0.1)
+        job.send_signal(signal.SIGTERM)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 128 + signal.SIGTERM and 'Traceback' not in stderr, stderr
+    saved = {}
+    for run in runs(tmp_path):
+        folder = tmp_path / 'students' / 'models' / run
+        saved[run] = torch.load(folder / 'resnet8_last.pth', weights_only=True)['epoch']
+        metrics = json.load(open(folder / 'metrics.json'))
+        assert (metrics['status'], metrics['epochs_done']) == ('interrupted', saved[run]), run
+        assert f"epoch {saved[run]} of 100 is saved in '{folder / 'resnet8_last.pth'}'" in stderr, stderr
+    assert 'continue with --resume auto' in stderr.strip().splitlines()[-1]
+    target = max(saved.values()) + 1
+    states = train_student.main([*argv, '--epochs', str(target), '--resume', 'auto'])
+    assert sorted(states) == ['resnet8 crd', 'resnet8 kd']
+    for run in runs(tmp_path):
+        metrics = json.load(open(tmp_path / 'students' / 'models' / run / 'metrics.json'))
+        assert (metrics['status'], metrics['epochs_done'], len(metrics['history'])) == ('finished', target, target)
+
+
+def test_a_full_disk_stops_every_member_with_one_line_naming_each(cifar, tmp_path, monkeypatch):
+    """kd's epoch-2 checkpoint does not fit: both members record 'stopped: disk full' over their epoch-1
+    files, and the one error names each member's kept epoch once, after the disk's own words."""
+    from helper.errors import DiskFullError
+    data, teacher = cifar
+    argv = ['--path_t', teacher, '--data_folder', data, '--batch_size', '32', '--epochs', '3', '--precision', 'fp32',
+            '--skip-validation', '--nce_k', '16', '--model_s', 'resnet8', '--distill', 'kd,crd',
+            '--save_root', str(tmp_path)]
+    original = Trainer.save
+
+    def save(self, epoch, top1, is_best):
+        if epoch == 2 and self.args.distill == 'kd':
+            raise DiskFullError("no space left on the disk of 'save/'")
+        original(self, epoch, top1, is_best)
+    monkeypatch.setattr(Trainer, 'save', save)
+    with pytest.raises(DiskFullError) as stop:
+        train_student.main(argv)
+    message = str(stop.value)
+    assert message.startswith("no space left on the disk of 'save/'; resnet8 kd: epoch 1 of 3 is saved in '")
+    assert message.count("no space left") == 1 and '; resnet8 crd: epoch 1 of 3 is saved in' in message
+    assert message.endswith('continue with --resume auto once there is room')
+    for run in runs(tmp_path):
+        metrics = json.load(open(tmp_path / 'students' / 'models' / run / 'metrics.json'))
+        assert (metrics['status'], metrics['epochs_done']) == ('stopped: disk full', 1), run
