@@ -11,7 +11,7 @@ import torch
 import train_student
 from distiller_zoo.base import probe_networks
 from crd.criterion import CRDLoss, ContrastLoss
-from crd.memory import ContrastMemory
+from crd.memory import SCORE_EVERY_ROW, ContrastMemory
 from dataset.batches import Batch, ContrastSpec
 from distiller_zoo import CC, CRD, DISTILLERS, VID, Correlation, KDSVD, KDSVDDistiller, NetOutput, VIDLoss
 from helper.errors import KDZooError
@@ -467,3 +467,28 @@ def test_kdsvd_bad_input():
     with pytest.raises(KDZooError, match='at least 2 intermediate feature maps'):
         KDSVDDistiller(make_args('kdsvd'), None, None, fake_probe((3, 4, 4), (3, 4, 4), (8,)),
                        fake_probe((3, 4, 4), (3, 4, 4), (8,)), None)
+
+
+@pytest.mark.parametrize('rows', [12, 400])  # scored against every row / gathered row by row (K + 1 = 6)
+def test_contrast_memory_scores_both_ways_alike_and_back_propagates_through_pre_update_rows(rows):
+    """Small banks are scored with one GEMM against every row, large ones by gathering each anchor's rows
+    (crd.memory.SCORE_EVERY_ROW); either way the scores, the update and the gradients are the definition's,
+    the gradients taken through the rows as they were before the step's momentum update."""
+    assert (rows <= SCORE_EVERY_ROW * 6) == (rows == 12)
+    r = rng(14)
+    m1, m2 = unit_rows(r.normal(size=(rows, 4))), unit_rows(r.normal(size=(rows, 4)))
+    memory = memory_with((m1, m2), 5, 0.5, 0.3)
+    v1 = torch.tensor(unit_rows(r.normal(size=(3, 4))), requires_grad=True)
+    v2 = torch.tensor(unit_rows(r.normal(size=(3, 4))), requires_grad=True)
+    y = torch.tensor([2, 5, 9])
+    idx = torch.cat([y[:, None], torch.tensor(r.integers(rows, size=(3, 5)))], 1)
+    out_v1, out_v2 = memory(v1, v2, y, idx)
+    assert not torch.equal(memory.memory_v1, torch.tensor(m1))  # the banks moved before the backward pass
+    (out_v1.log().sum() + 2 * out_v2.log().sum()).backward()
+    # d/dv log exp(<v, row>/T) summed over a row's K+1 scores = sum of those rows / T (Z is a constant)
+    expected_v1 = m2[idx.numpy()].sum(1) / 0.5
+    expected_v2 = 2 * m1[idx.numpy()].sum(1) / 0.5
+    np.testing.assert_allclose(v1.grad.numpy(), expected_v1, rtol=1e-12)
+    np.testing.assert_allclose(v2.grad.numpy(), expected_v2, rtol=1e-12)
+    e1 = np.exp(np.einsum('bkd,bd->bk', m2[idx.numpy()], v1.detach().numpy()) / 0.5)
+    np.testing.assert_allclose(out_v1[..., 0].detach().numpy(), e1 / (e1.mean() * rows), rtol=1e-6)
