@@ -73,7 +73,7 @@ class DKD(Distiller):
         group.add_argument('--dkd_alpha', type=float, default=1.0, help='weight of TCKD (1.0)')
         group.add_argument('--dkd_beta', type=float, default=None,
                            help="weight of NCKD (default: mdistiller's per pair, 8.0 for most)")
-        add_ramp_arguments(group, 'dkd')
+        add_ramp_arguments(group, 'dkd', 'DKD')
 
     @staticmethod
     def settings(args):

@@ -67,7 +67,7 @@ class MKL(Distiller):
         group = parser.add_argument_group('MKL and NTCE-KD')
         group.add_argument('--mkl_factors', type=parse_factors, default=None,
                            help='shrink factors, e.g. 2,1.5,1,0.5,0,-0.5,-1 (default: per pair, as NTCE-KD)')
-        add_ramp_arguments(group, 'mkl')
+        add_ramp_arguments(group, 'mkl', 'MKL')
 
     @classmethod
     def defaults_for(cls, args):

@@ -109,7 +109,7 @@ class ReviewKD(Distiller):
     @classmethod
     def add_arguments(cls, parser):
         group = parser.add_argument_group('ReviewKD')
-        add_ramp_arguments(group, 'reviewkd', temperature=False)
+        add_ramp_arguments(group, 'reviewkd', 'review loss', temperature=False)
 
     @classmethod
     def defaults_for(cls, args):

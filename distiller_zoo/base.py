@@ -250,24 +250,23 @@ def add_loss_weights(group):
                        help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
 
 
-def add_ramp_arguments(group, method, temperature=True):
+def add_ramp_arguments(group, method, term, temperature=True):
     """``--<method>_T`` and ``--<method>_warmup`` of a logit method that mdistiller ramps in (DKD, MKL; ReviewKD
-    has only the warm-up), left None so that ``settle_ramp`` fills them for the data set."""
-    label = method.upper() if method != 'reviewkd' else 'review loss'
+    has only the warm-up; ``term`` names its loss in the help), left None for ``settle_ramp`` to fill."""
     if temperature:
-        group.add_argument(f'--{method}_T', type=float, default=None, help=f'{label} temperature (4; ImageNet 1)')
+        group.add_argument(f'--{method}_T', type=float, default=None, help=f'{term} temperature (4; ImageNet 1)')
     group.add_argument(f'--{method}_warmup', type=int, default=None,
-                       help=f'epochs of linear {label} warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+                       help=f'epochs of linear {term} warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
 
 
 def settle_ramp(args, method, temperature=True):
     """Fill ``--<method>_T`` (4; ImageNet 1) and ``--<method>_warmup`` (20; ImageNet 1), mdistiller's values, when
     not given, and refuse a temperature that is not positive or a negative warm-up."""
     imagenet = args.dataset == 'imagenet'
-    flags = [(f'{method}_warmup', 1 if imagenet else 20)]
+    defaults = {f'{method}_warmup': 1 if imagenet else 20}
     if temperature:
-        flags.insert(0, (f'{method}_T', 1.0 if imagenet else 4.0))
-    for dest, default in flags:
+        defaults[f'{method}_T'] = 1.0 if imagenet else 4.0
+    for dest, default in defaults.items():
         if getattr(args, dest) is None:
             setattr(args, dest, default)
     if temperature and getattr(args, f'{method}_T') <= 0:

@@ -62,8 +62,8 @@ def test_the_crd_term_asks_the_loaders_for_contrast_rows_and_builds_its_loss_on_
 @pytest.mark.parametrize('dataset, expected', [('cifar100', (4.0, 20)), ('imagenet', (1.0, 1))])
 def test_ramp_flags_fill_mdistillers_values_per_data_set_and_keep_given_ones(dataset, expected):
     parser = argparse.ArgumentParser()
-    add_ramp_arguments(parser, 'dkd')
-    add_ramp_arguments(parser, 'reviewkd', temperature=False)
+    add_ramp_arguments(parser, 'dkd', 'DKD')
+    add_ramp_arguments(parser, 'reviewkd', 'review loss', temperature=False)
     args = parser.parse_args([])
     args.dataset = dataset
     settle_ramp(args, 'dkd')
@@ -80,7 +80,7 @@ def test_ramp_flags_fill_mdistillers_values_per_data_set_and_keep_given_ones(dat
                                             (['--mkl_warmup', '-3'], '--mkl_warmup cannot be negative, got -3$')])
 def test_ramp_flags_refuse_impossible_values(flags, message):
     parser = argparse.ArgumentParser()
-    add_ramp_arguments(parser, 'mkl')
+    add_ramp_arguments(parser, 'mkl', 'MKL')
     args = parser.parse_args(flags)
     args.dataset = 'cifar100'
     with pytest.raises(KDZooError, match=message):
