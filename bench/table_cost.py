@@ -134,7 +134,9 @@ def forward_flops(name):
 
 
 def student_flops(args):
-    views = 1 + len(method_stand_in(args).teacher_request().views)  # NTCE-KD's student also learns on the strong view
+    request = method_stand_in(args).teacher_request()
+    # NTCE-KD's student also learns on the strong view; SSKD's on the four rotations the teacher reads
+    views = (len(OneImage().view(request.view)) if request.view else 1) + len(request.views)
     return forward_flops(args.model_s) * (3 * TRAIN * views * args.epochs + TEST * args.epochs)
 
 

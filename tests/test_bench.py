@@ -71,3 +71,14 @@ def test_norms_ce_only_rows_cost_no_teacher_pass_but_the_test_set():
         assert table_cost.teacher_images(p) == table_cost.TEST
     for p in distilled:
         assert table_cost.teacher_images(p) == p.epochs * table_cost.TRAIN + table_cost.TEST
+
+
+def test_a_students_training_images_count_the_views_it_learns_on():
+    """KD's student learns on one view, NTCE-KD's on two (the strong one too), SSKD's on four rotations."""
+    from types import SimpleNamespace
+
+    def run(distill):
+        return SimpleNamespace(distill=distill, gamma=1.0, alpha=1.0, beta=1.0, model_s='resnet8', epochs=1)
+    one = table_cost.forward_flops('resnet8')
+    for distill, views in (('kd', 1), ('ntce', 2), ('sskd', 4)):
+        assert table_cost.student_flops(run(distill)) == one * (3 * table_cost.TRAIN * views + table_cost.TEST)
