@@ -20,7 +20,8 @@ from distiller_zoo.base import add_loss_weights, add_method_arguments, method_na
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
 from engine.loop import evaluate_predictions
-from engine.pack import is_pack, parse_pack, train_pack
+from engine.pack import train_pack
+from engine.pack_args import is_pack, parse_pack
 from engine.setup import count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run
 from engine.setup import synchronise_batchnorm
 from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher,  # noqa: F401

@@ -34,7 +34,8 @@ from conftest import write_fake_cifar100  # noqa: E402
 from dataset import build_data  # noqa: E402
 from distiller_zoo import DISTILLERS  # noqa: E402
 from engine.loop import Trainer  # noqa: E402
-from engine.pack import Member, RandomState, SharedTeacher, build_member, pack_step, shared_data_options  # noqa: E402
+from engine.pack import Member, RandomState, SharedTeacher, build_member, pack_step  # noqa: E402
+from engine.pack_args import shared_data_options  # noqa: E402
 from engine.setup import sgd  # noqa: E402
 from engine.student import build_objective, load_teacher  # noqa: E402
 from helper.runtime import memory_format, resolve_precision, seed_everything  # noqa: E402
