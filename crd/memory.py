@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from helper import distributed
 from helper.errors import KDZooError
+from helper.precision import wide_dtype
 
 __all__ = ['BANK_DTYPES', 'ContrastMemory']
 
@@ -28,11 +29,6 @@ REPORT_BYTES = 100e6  # banks larger than this are announced at construction
 # Banks of at most this many times K+1 rows are scored against every row with one GEMM (``_scores``);
 # larger ones (ImageNet's 1.28M rows) gather the K+1 rows of each anchor, as RepDistiller does.
 SCORE_EVERY_ROW = 16
-
-
-def _compute_dtype(tensor):
-    """fp32 for half inputs (autocast), the input's own dtype otherwise (fp64 in tests)."""
-    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 class ContrastMemory(nn.Module):
@@ -77,7 +73,7 @@ class ContrastMemory(nn.Module):
         elif idx.dim() != 2 or idx.size(0) != batch:
             raise KDZooError(f"contrast_idx must hold one row per anchor, shape ({batch}, 1 + negatives), got "
                              f"{tuple(idx.shape)}; pass the positive index then the negatives in each row")
-        dtype = _compute_dtype(v1)
+        dtype = wide_dtype(v1.dtype)  # fp32 under autocast, fp64 in the tests
         with torch.autocast(v1.device.type, enabled=False):
             v1, v2 = v1.to(dtype), v2.to(dtype)
             out_v2 = self._scores(self.memory_v1, v2, idx, dtype)

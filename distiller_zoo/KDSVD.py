@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
 
 __all__ = ['KDSVD', 'KDSVDDistiller']
@@ -41,13 +42,12 @@ class KDSVD(nn.Module):
                 raise KDZooError(f"KDSVD compares student and teacher maps with equal channel counts, got "
                                  f"{tuple(f_s.shape)} and {tuple(f_t.shape)}; use a pair whose stages have "
                                  f"the same widths (e.g. resnet32x4 -> resnet8x4)")
-        dtype = torch.promote_types(g_s[0].dtype, torch.float32)
         losses = []
         previous = None
         with torch.autocast(g_s[0].device.type, enabled=False):
             for f_s, f_t in zip(g_s, g_t):
-                s_t, v_t = self.svd(f_t.to(dtype), self.k)
-                _, v_s = self.svd(f_s.to(dtype), self.k + 3)
+                s_t, v_t = self.svd(at_least_fp32(f_t), self.k)
+                _, v_s = self.svd(at_least_fp32(f_s), self.k + 3)
                 v_s = self.align_rsv(v_s, v_t)
                 scale = s_t.unsqueeze(1)
                 v_t, v_s = v_t * scale, v_s * scale

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from .base import Distiller, register
 
 __all__ = ['VIDLoss', 'VID']
@@ -49,10 +50,9 @@ class VIDLoss(nn.Module):
             input = F.adaptive_avg_pool2d(input, target.shape[2:])
         elif input.size(2) < target.size(2):
             target = F.adaptive_avg_pool2d(target, input.shape[2:])
-        mean = self.regressor(input)
-        dtype = torch.promote_types(mean.dtype, torch.float32)
-        var = (F.softplus(self.log_scale) + self.eps).to(dtype).view(1, -1, 1, 1)
-        return (0.5 * ((mean.to(dtype) - target.to(dtype)) ** 2 / var + torch.log(var))).mean()
+        mean, target = at_least_fp32(self.regressor(input)), at_least_fp32(target)
+        var = (F.softplus(self.log_scale) + self.eps).to(mean.dtype).view(1, -1, 1, 1)
+        return (0.5 * ((mean - target) ** 2 / var + torch.log(var))).mean()
 
 
 @register('vid')

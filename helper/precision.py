@@ -9,9 +9,14 @@ import functools
 import torch
 
 
+def wide_dtype(dtype):
+    """fp32 for a half type, the type itself for fp32 and fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def at_least_fp32(x):
     """``x`` in fp32 when it is a half type, unchanged when it is fp32 or fp64."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    return x.to(wide_dtype(x.dtype))
 
 
 def full_precision(loss):

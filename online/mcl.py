@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.precision import at_least_fp32
+
 META_WIDTH = 128  # the meta network's projection width (fixed in L-MCL, independent of --feat-dim)
 
 
@@ -73,15 +75,10 @@ class MetaWeightNetwork(nn.Module):
                 for i, k, j, z in ordered_pairs(len(embeddings), len(embeddings[0]))]
 
 
-def _full_precision(x):
-    """Half-precision similarities (under autocast) up to float32; float32 and float64 stay as they are."""
-    return x.float() if x.element_size() < 4 else x
-
-
 def supervised_contrastive(logits, positives, weight):
     """Mean over anchors of -weight * (mean log-probability of the anchor's positives), where each row's
     distribution runs over every sample but the anchor's own column."""
-    logits = _full_precision(logits)
+    logits = at_least_fp32(logits)
     own = torch.eye(logits.size(0), dtype=torch.bool, device=logits.device)
     log_prob = logits - torch.logsumexp(logits.masked_fill(own, float('-inf')), dim=1, keepdim=True)
     mean_positive = (positives * log_prob * weight).sum(1) / positives.sum(1)
@@ -91,8 +88,8 @@ def supervised_contrastive(logits, positives, weight):
 def weighted_kl(student_logits, teacher_logits, temperature, weight):
     """T^2 * sum over rows of weight * KL(softmax(teacher/T) || softmax(student/T)), over the batch size;
     the teacher side carries no gradient."""
-    log_p_t = F.log_softmax(_full_precision(teacher_logits.detach()) / temperature, dim=1)
-    log_p_s = F.log_softmax(_full_precision(student_logits) / temperature, dim=1)
+    log_p_t = F.log_softmax(at_least_fp32(teacher_logits.detach()) / temperature, dim=1)
+    log_p_s = F.log_softmax(at_least_fp32(student_logits) / temperature, dim=1)
     kl = (weight * log_p_t.exp() * (log_p_t - log_p_s)).sum()
     return temperature ** 2 * kl / student_logits.size(0)
 
