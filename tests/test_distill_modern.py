@@ -109,8 +109,19 @@ def test_dist_value_and_gradient_match_the_formula(beta, gamma, tau):
 
 
 def test_dist_is_zero_for_identical_logits():
-    z_t = torch.randn(8, 10, dtype=torch.float64)
-    assert float(DIST(1, 1, 1)(z_t, z_t)) == pytest.approx(0, abs=1e-6)
+    """Zero but for the official eps = 1e-8 in the correlation's denominator: with identical inputs each
+    row (or column) of centred probabilities y correlates as |y|^2 / (|y|^2 + eps), so the loss is the
+    mean of eps / (|y|^2 + eps) over rows plus that over columns (below 1e-6 for these logits; other draws
+    of the same size reach 2.4e-6, so the draw is fixed)."""
+    z_t = torch.randn(8, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = z_t.softmax(dim=1)
+
+    def gap(m):
+        squares = (m - m.mean(dim=1, keepdim=True)).pow(2).sum(1)
+        return (1e-8 / (squares + 1e-8)).mean()
+    value = float(DIST(1, 1, 1)(z_t, z_t))
+    assert value == pytest.approx(0, abs=1e-6)
+    assert value == pytest.approx(float(gap(y) + gap(y.t())), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- HCL
