@@ -21,7 +21,6 @@ gamma * CE + alpha * KD + beta * method loss (``-r/-c``, ``-a/-d``, ``-b``), whe
 whose trained logits are not the student's own (SimKD, NORM) or that read other views (NTCE-KD)
 override ``forward_train``. A new method is one new file; train_student.py holds no per-method code.
 """
-import difflib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,41 +29,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.registry import Registry
 from models.features import NetOutput, run_network
-
-DISTILLERS = {}
-
 
 # mdistiller's names (its configs' DISTILLER.TYPE) for methods RepDistiller, and so kdzoo, names otherwise.
 MDISTILLER_NAMES = {'fitnet': 'hint', 'at': 'attention', 'sp': 'similarity'}
+DISTILLERS = Registry('--distill', aliases=MDISTILLER_NAMES)
+register = DISTILLERS.register
 
 
 def method_name(name, flag='--distill'):
     """The registered name for ``name`` in any case (mdistiller's configs spell them 'KD', 'DKD', 'REVIEWKD',
     NTCE-KD's 'NTCE'), or one line suggesting the closest names."""
-    if name in DISTILLERS:
-        return name
-    folded = {key.lower(): key for key in DISTILLERS}
-    folded.update(MDISTILLER_NAMES)
-    if name.lower() in folded:
-        return folded[name.lower()]
-    close = difflib.get_close_matches(name.lower(), sorted(folded), n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(dict.fromkeys(folded[c] for c in close))}?)" if close else ''
-    raise KDZooError(f"unknown {flag} '{name}'{hint}; known: {', '.join(sorted(DISTILLERS))}")
-
-
-def register(*names):
-    """Class decorator: make a Distiller selectable as ``--distill <name>`` (first name is canonical)."""
-    def add(cls):
-        for name in names:
-            if name in DISTILLERS:
-                raise ValueError(f"--distill name '{name}' registered twice")
-            DISTILLERS[name] = cls
-        cls.name = names[0]
-        return cls
-    return add
-
-
+    return DISTILLERS.lookup(name, flag)
 
 
 class Distiller(nn.Module):
