@@ -130,7 +130,7 @@ class NORM(Distiller):
     saved as ``norm_ft`` beside ``model``, which stays the plain student); ``predict`` runs the student
     through it, ``deployable`` folds it into the student's classifier."""
     needs_feats = True
-    needs_pooled_map = True  # the FT sits on the map the student pools: forward_features(x)[-1]
+    needs_pooled_map = True  # the FT sits on the map the student pools: forward_features(x)
     default_weights = (0.1, 0.0, 1.0)  # the NORM README's example: -r 0.1 -a 0 -b 1.0 -s 8
 
     @classmethod
@@ -197,7 +197,7 @@ class NORM(Distiller):
         size = 224 if dataset == 'imagenet' else 32
         was_training = student.training
         student.eval()
-        fmap = student.forward_features(torch.randn(2, 3, size, size, device=next(student.parameters()).device))[-1]
+        fmap = student.forward_features(torch.randn(2, 3, size, size, device=next(student.parameters()).device))
         student.train(was_training)
         return fmap
 

@@ -80,7 +80,7 @@ class ShuffleNet(FeatureNet):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         # RepDistiller pools the last stage's output 4x4, the whole map of a 32x32 input: global pooling.
         return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
 

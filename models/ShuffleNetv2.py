@@ -112,7 +112,7 @@ class ShuffleNetV2(FeatureNet):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         maps = stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
         # RepDistiller pools the head's output 4x4, the whole map of a 32x32 input: global pooling.
         maps[-1] = F.relu(self.bn2(self.conv2(maps[-1])))

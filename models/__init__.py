@@ -3,8 +3,9 @@
 ``model_dict`` holds the CIFAR-size models (32x32 input), ``imagenet_model_dict`` the 224x224 ones. Each
 constructor is called as ``f(num_classes=...)`` and follows RepDistiller's forward contract:
 ``model(x, is_feat=False, preact=False)`` gives the logits, or ``(feats, logits)`` with
-``feats = [f0, ..., fK, pooled]``. Every model is a ``features.FeatureNet``: ``forward_features(x, preact)``
-gives ``[f0, ..., fK, m]`` with ``m`` the map pooled into the classifier, ``forward_head(m)`` the logits.
+``feats = [f0, ..., fK, pooled]``. Every model is a ``features.FeatureNet``: ``forward_stages(x, preact)``
+gives ``[f0, ..., fK, m]`` with ``m`` the map pooled into the classifier, ``forward_features(x)`` gives ``m``
+alone and ``forward_head(m)`` the logits (timm's names).
 """
 from .resnet import (resnet8, resnet14, resnet20, resnet32, resnet38, resnet44, resnet56, resnet110,
                      resnet116, resnet8x4, resnet32x4, resnet14x2, resnet38x2, resnet110x2, resnet14x4,

@@ -1,8 +1,8 @@
-"""The feature API every zoo model shares: ``forward_features``, ``forward_head``, and RepDistiller's
-``forward(x, is_feat=False, preact=False)`` built from them in one place.
+"""The feature API every zoo model shares: ``forward_stages``, ``forward_features``, ``forward_head``, and
+RepDistiller's ``forward(x, is_feat=False, preact=False)`` built from them in one place.
 
 A model subclasses ``FeatureNet``, names the child that maps the pooled vector to logits in ``head_name``,
-and writes only ``forward_features(x, preact=False)``, which returns the list ``[f0, ..., fK, m]``:
+and writes only ``forward_stages(x, preact=False)``, which returns the list ``[f0, ..., fK, m]``:
 
 * ``f0 .. fK`` are the maps ``forward(x, is_feat=True, preact=preact)`` reports (stem output, then one per
   stage; pre-ReLU where the model has a ReLU to take them before and ``preact`` is set);
@@ -11,8 +11,12 @@ and writes only ``forward_features(x, preact=False)``, which returns the list ``
   1280). ``m`` never depends on ``preact``; where nothing stands between the last stage and the pooling and
   ``preact`` is off, it is the same tensor as ``fK``.
 
-So ``forward_features(x)[:-1] + [forward_head(forward_features(x)[-1], pre_logits=True)]`` is exactly the
-``feats`` list of ``forward(x, is_feat=True)``, and ``forward_head(forward_features(x)[-1])`` its logits.
+So ``forward_stages(x)[:-1] + [forward_head(forward_stages(x)[-1], pre_logits=True)]`` is exactly the
+``feats`` list of ``forward(x, is_feat=True)``, and ``forward_head(forward_stages(x)[-1])`` its logits.
+The names follow timm's, so that they surprise nobody who knows it: ``forward_features(x)`` is the one map
+``m`` (timm's unpooled final features) and ``forward_head(forward_features(x))`` the logits. The stage maps
+come under another name, ``forward_stages``, because timm's ``forward_intermediates`` answers a wider
+question (chosen indices, norm, output format, a ``(final, intermediates)`` pair) with another shape.
 ``m`` is kept separate from ``fK`` because the two differ for several families (WRN's fK is the last
 block's output before the final BN, for one), and methods that act on the pooled map (NORM) need ``m``.
 """
@@ -33,9 +37,13 @@ class FeatureNet(nn.Module):
     """
     head_name = 'fc'  # the child applied to the pooled vector (the whole of it: ImageNet MobileNetV2's dropout too)
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         """``[f0, ..., fK, m]``: the reported stage maps and the map that is pooled (see the module docstring)."""
         raise NotImplementedError
+
+    def forward_features(self, x):
+        """``m``, the map ``forward_head`` pools into the classifier (timm's ``forward_features``)."""
+        return self.forward_stages(x)[-1]
 
     def forward_head(self, x, pre_logits=False):
         """Global average pooling of the map ``x`` into a vector, then the classifier; with ``pre_logits`` the
@@ -84,9 +92,9 @@ def init_weights(net, linear=None, conv_bias=False):
 
 
 def run_features(net, x, preact=False):
-    """``(maps, feats, logits)`` of one pass: ``forward_features``'s maps, ``forward``'s ``is_feat`` list and the
+    """``(maps, feats, logits)`` of one pass: ``forward_stages``'s maps, ``forward``'s ``is_feat`` list and the
     logits. The one place the tail of ``forward`` is written."""
-    maps = net.forward_features(x, preact=preact)
+    maps = net.forward_stages(x, preact=preact)
     pooled = net.forward_head(maps[-1], pre_logits=True)
     return maps, maps[:-1] + [pooled], net.classify(pooled)
 
@@ -107,7 +115,7 @@ class NetOutput:
     """What one network produced for a batch."""
     logits: torch.Tensor
     feats: Optional[List[torch.Tensor]] = None  # [f0, ..., fK, pooled]; pre-ReLU maps if preact
-    pooled_map: Optional[torch.Tensor] = None  # the map the classifier pools (forward_features(x)[-1]), if asked
+    pooled_map: Optional[torch.Tensor] = None  # the map the classifier pools (forward_features(x)), if asked
     # The same network on other views of the batch, by view name (NTCE-KD's teacher on 'strong').
     views: Dict[str, 'NetOutput'] = field(default_factory=dict)
 

@@ -133,7 +133,7 @@ class HCGNet(FeatureNet):
         f = self.features
         return [f.HybridBlock2.SMG1.conv1_1x1.norm, f.HybridBlock3.SMG1.conv1_1x1.norm, f.norm5]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         f = self.features
         f0 = f.conv0(x)
         f1 = f.Transition1(f.HybridBlock1(f0))

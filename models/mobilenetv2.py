@@ -98,7 +98,7 @@ class CifarMobileNetV2(FeatureNet):
     def get_classifier(self):
         return self.classifier[0]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         f0 = self.conv1(x)
         f1 = self.blocks[1](self.blocks[0](f0))
         f2 = self.blocks[2](f1)

@@ -108,7 +108,7 @@ class ResNet(FeatureNet):
             return [self.layer1[-1].bn3, self.layer2[-1].bn3, self.layer3[-1].bn3]
         return [self.layer1[-1].bn2, self.layer2[-1].bn2, self.layer3[-1].bn2]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         return stage_maps(self.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
 
 

@@ -70,7 +70,7 @@ class ResNet(FeatureNet):
     def get_bn_before_relu(self):
         return [self.layer1[-1].bn3, self.layer2[-1].bn3, self.layer3[-1].bn3, self.layer4[-1].bn3]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3, self.layer4],
                           preact)
 

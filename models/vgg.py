@@ -47,7 +47,7 @@ class VGG(FeatureNet):
     def get_bn_before_relu(self):
         return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         # At 32x32 block3 already works on 4x4 maps, so pool3 runs only for 64x64 inputs, as in RepDistiller.
         use_pool3 = x.shape[2] == 64
         f0 = F.relu(self.block0(x))

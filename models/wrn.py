@@ -80,7 +80,7 @@ class WideResNet(FeatureNet):
     def get_bn_before_relu(self):
         return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         f0 = self.conv1(x)
         f1 = self.block1(f0)
         f2 = self.block2(f1)

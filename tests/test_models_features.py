@@ -1,6 +1,7 @@
-"""The feature API of every zoo model (models/features.py): ``forward_features`` gives the maps ``forward``
-reports plus the map the classifier pools, ``forward_head`` pools and classifies it, and ``forward`` is the
-two together, whatever the family puts between its last stage and the pooling."""
+"""The feature API of every zoo model (models/features.py): ``forward_stages`` gives the maps ``forward``
+reports plus the map the classifier pools, ``forward_features`` that one map (timm's meaning),
+``forward_head`` pools and classifies it, and ``forward`` is them together, whatever the family puts between
+its last stage and the pooling."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,11 +36,15 @@ def test_head_of_features_is_forward(zoo, name, side):
         logits = model(x)
         feats, feat_logits = model(x, is_feat=True)
         pre_feats, _ = model(x, is_feat=True, preact=True)
-        maps = model.forward_features(x)
-        pre_maps = model.forward_features(x, preact=True)
+        maps = model.forward_stages(x)
+        pre_maps = model.forward_stages(x, preact=True)
+        final = model.forward_features(x)
         head_logits = model.forward_head(maps[-1])
         head_pooled = model.forward_head(maps[-1], pre_logits=True)
     pooled_map = maps[-1]
+    # timm's reading: forward_features is the one unpooled final map, and the head of it gives the logits
+    assert torch.is_tensor(final) and torch.equal(final, pooled_map)
+    assert torch.equal(model.forward_head(final), logits)
     assert pooled_map.dim() == 4 and pooled_map.shape[1] == model.get_classifier().in_features
     assert torch.equal(head_logits, logits) and torch.equal(feat_logits, logits)
     # the pooled feature forward reports is the plain spatial mean of the last map
@@ -59,21 +64,21 @@ def test_pooled_map_is_taken_after_the_head_layers():
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         wrn = build('cifar', 'wrn_16_1')
-        maps = wrn.forward_features(x)
+        maps = wrn.forward_stages(x)
         assert torch.equal(maps[-1], F.relu(wrn.bn1(maps[-2])))
         shuffle = build('cifar', 'ShuffleV2_0_5')
-        maps = shuffle.forward_features(x)
+        maps = shuffle.forward_stages(x)
         assert torch.equal(maps[-1], F.relu(shuffle.bn2(shuffle.conv2(maps[-2]))))
         mobile = build('cifar', 'MobileNetV2')
-        maps = mobile.forward_features(x)
+        maps = mobile.forward_stages(x)
         assert torch.equal(maps[-1], mobile.conv2(maps[-2]))
         assert maps[-1].shape[1] == 1280 != maps[-2].shape[1]
         mobile = build('imagenet', 'MobileNetV2_Imagenet')
-        maps = mobile.forward_features(torch.randn(1, 3, 64, 64))
+        maps = mobile.forward_stages(torch.randn(1, 3, 64, 64))
         assert torch.equal(maps[-1], mobile.features[-1](maps[-2]))
         # and where nothing stands between them, the stage output itself is pooled
         resnet = build('cifar', 'resnet8')
-        maps = resnet.forward_features(x)
+        maps = resnet.forward_stages(x)
         assert maps[-1] is maps[-2]
 
 

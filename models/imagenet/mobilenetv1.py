@@ -56,7 +56,7 @@ class MobileNetV1(FeatureNet):
     def get_bn_before_relu(self):
         return [self.model[end - 1][-2] for end in STAGE_ENDS[1:]]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         feats, preact_feats = [], []
         start = 0
         for end in STAGE_ENDS:

@@ -70,7 +70,7 @@ class MobileNetV2(FeatureNet):
     def get_classifier(self):
         return self.classifier[1]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         feats = []
         start = 0
         for end in STAGE_ENDS:

@@ -127,7 +127,7 @@ class ResNet(FeatureNet):
     def get_bn_before_relu(self):
         return [stage[-1].last_bn for stage in self.stages()]
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         # ReLU and max-pool commute exactly, so pooling first gives f0 before its ReLU; layer1 applies it
         x = self.maxpool(self.bn1(self.conv1(x)))
         preact_feats = [x]

@@ -82,7 +82,7 @@ class ShuffleNetV2(FeatureNet):
                          "stage output bypasses it), so it cannot be the OFD teacher; choose a ResNet or "
                          "MobileNet teacher")
 
-    def forward_features(self, x, preact=False):
+    def forward_stages(self, x, preact=False):
         f0 = self.maxpool(self.conv1(x))
         f1 = self.stage2(f0)
         f2 = self.stage3(f1)
