@@ -11,9 +11,8 @@ import torch
 import torch.nn as nn
 
 from helper.precision import at_least_fp32
-from models.util import ConvReg
+from models.util import Connector
 from .base import Distiller, register
-from .pairs import MapwiseModules, check_one_to_one
 
 __all__ = ['ABLoss', 'Connector', 'AB']
 
@@ -41,17 +40,6 @@ class ABLoss(nn.Module):
         wrong_if_negative = (source + self.margin).clamp(min=0)
         wrong_if_positive = (source - self.margin).clamp(max=0)
         return torch.where(target > 0, wrong_if_positive, wrong_if_negative).pow(2).sum()
-
-
-class Connector(MapwiseModules):
-    """RepDistiller's AB connector, ``Connector(s_shapes, t_shapes)(g_s)``: per layer, identity when channels
-    and height match the teacher's, else FitNet's ``ConvReg`` without its ReLU (conv + BN)."""
-
-    def __init__(self, s_shapes, t_shapes):
-        check_one_to_one('AB', s_shapes, t_shapes, 'pick a student and teacher with the same number of stages')
-        super().__init__(
-            nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False, pool_target=False)
-            for s, t in zip(s_shapes, t_shapes))
 
 
 @register('abound')

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.precision import at_least_fp32
+from models.util import Paraphraser, Translator
 from .base import Distiller, register
 
 __all__ = ['FactorTransfer', 'Paraphraser', 'Translator', 'FT']
@@ -41,49 +42,6 @@ class FactorTransfer(nn.Module):
 
     def factor(self, f):
         return F.normalize(f.pow(self.p1).mean(1).flatten(1))
-
-
-def _conv_stack(conv, widths, use_bn):
-    """3x3 same-size convs between consecutive widths, each followed by BN (or nothing) and LeakyReLU(0.1);
-    the layer indices match RepDistiller's, so its state dicts load."""
-    layers = []
-    for c_in, c_out in zip(widths, widths[1:]):
-        layers += [conv(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out) if use_bn else nn.Identity(),
-                   nn.LeakyReLU(0.1)]
-    return nn.Sequential(*layers)
-
-
-class Paraphraser(nn.Module):
-    """Teacher-side auto-encoder: C -> C -> kC -> kC convs, then kC -> kC -> C -> C transposed convs.
-
-    ``forward(f, is_factor=False)`` returns ``(factor, reconstruction)``, or the factor alone."""
-
-    def __init__(self, t_shape, k=0.5, use_bn=False):
-        super().__init__()
-        channels, factor_channels = t_shape[1], int(t_shape[1] * k)
-        widths = [channels, channels, factor_channels, factor_channels]
-        self.encoder = _conv_stack(nn.Conv2d, widths, use_bn)
-        self.decoder = _conv_stack(nn.ConvTranspose2d, widths[::-1], use_bn)
-
-    def forward(self, f_s, is_factor=False):
-        factor = self.encoder(f_s)
-        if is_factor:
-            return factor
-        return factor, self.decoder(factor)
-
-
-class Translator(nn.Module):
-    """Student-side encoder: C_s -> C_s -> kC_t -> kC_t convs with BN, so its factor matches the
-    paraphraser's."""
-
-    def __init__(self, s_shape, t_shape, k=0.5, use_bn=True):
-        super().__init__()
-        factor_channels = int(t_shape[1] * k)
-        self.encoder = _conv_stack(nn.Conv2d, [s_shape[1], s_shape[1], factor_channels, factor_channels],
-                                   use_bn)
-
-    def forward(self, f_s):
-        return self.encoder(f_s)
 
 
 @register('factor')

@@ -1,5 +1,9 @@
 """Helper modules that distillation methods attach to a student (RepDistiller's and the SimKD repo's
-``models/util.py``: their class names, constructor arguments and forward outputs)."""
+``models/util.py``: their class names, constructor arguments and forward outputs).
+
+RepDistiller's FT and AB modules (``Paraphraser``, ``Translator``, ``Connector``) are defined here, where its
+scripts import them from, and distiller_zoo's FT.py and AB.py import them from here: a model-side module
+never reaches up into the methods."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -7,18 +11,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 
-__all__ = ['ConvReg', 'Proj', 'MLPEmbed', 'SelfA', 'SRRL', 'SimKD']
-
-# RepDistiller's scripts import its FT and AB modules from models.util; they live with their methods in
-# distiller_zoo/ and are looked up on first use (an import here would be circular: those files import ConvReg).
-_MOVED = {'Paraphraser': 'distiller_zoo.FT', 'Translator': 'distiller_zoo.FT', 'Connector': 'distiller_zoo.AB'}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ['ConvReg', 'Connector', 'Paraphraser', 'Translator', 'Proj', 'MLPEmbed', 'SelfA', 'SRRL', 'SimKD']
 
 
 class ConvReg(nn.Module):
@@ -75,6 +68,80 @@ class ConvReg(nn.Module):
         if self.pool_to is not None:
             t = F.adaptive_avg_pool2d(t, self.pool_to)
         return x, t
+
+
+class MapwiseModules(nn.Module):
+    """One module per map, in ``connectors``, applied to a list of maps pair by pair: ``forward(g_s)`` ->
+    ``[connectors[i](g_s[i]) ...]`` (AB's and OFD's connectors; the name is their state-dict prefix)."""
+
+    def __init__(self, connectors):
+        super().__init__()
+        self.connectors = nn.ModuleList(connectors)
+
+    def forward(self, g_s):
+        return [connect(f) for connect, f in zip(self.connectors, g_s)]
+
+
+def check_one_to_one(method, s_shapes, t_shapes, advice):
+    """Refuse, in one line ending in ``advice``, student and teacher map lists that cannot be paired one to one
+    (AB's connectors and FSP's flow matrices need a teacher map for every student map)."""
+    if len(s_shapes) != len(t_shapes):
+        raise KDZooError(f"{method} pairs the student's feature maps with the teacher's one to one, but the student "
+                         f"has {len(s_shapes)} and the teacher {len(t_shapes)}; {advice}")
+
+
+class Connector(MapwiseModules):
+    """RepDistiller's AB connector, ``Connector(s_shapes, t_shapes)(g_s)``: per layer, identity when channels
+    and height match the teacher's, else FitNet's ``ConvReg`` without its ReLU (conv + BN)."""
+
+    def __init__(self, s_shapes, t_shapes):
+        check_one_to_one('AB', s_shapes, t_shapes, 'pick a student and teacher with the same number of stages')
+        super().__init__(
+            nn.Identity() if s[1] == t[1] and s[2] == t[2] else ConvReg(s, t, use_relu=False, pool_target=False)
+            for s, t in zip(s_shapes, t_shapes))
+
+
+def _conv_stack(conv, widths, use_bn):
+    """3x3 same-size convs between consecutive widths, each followed by BN (or nothing) and LeakyReLU(0.1);
+    the layer indices match RepDistiller's, so its state dicts load."""
+    layers = []
+    for c_in, c_out in zip(widths, widths[1:]):
+        layers += [conv(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out) if use_bn else nn.Identity(),
+                   nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+class Paraphraser(nn.Module):
+    """Teacher-side auto-encoder: C -> C -> kC -> kC convs, then kC -> kC -> C -> C transposed convs.
+
+    ``forward(f, is_factor=False)`` returns ``(factor, reconstruction)``, or the factor alone."""
+
+    def __init__(self, t_shape, k=0.5, use_bn=False):
+        super().__init__()
+        channels, factor_channels = t_shape[1], int(t_shape[1] * k)
+        widths = [channels, channels, factor_channels, factor_channels]
+        self.encoder = _conv_stack(nn.Conv2d, widths, use_bn)
+        self.decoder = _conv_stack(nn.ConvTranspose2d, widths[::-1], use_bn)
+
+    def forward(self, f_s, is_factor=False):
+        factor = self.encoder(f_s)
+        if is_factor:
+            return factor
+        return factor, self.decoder(factor)
+
+
+class Translator(nn.Module):
+    """Student-side encoder: C_s -> C_s -> kC_t -> kC_t convs with BN, so its factor matches the
+    paraphraser's."""
+
+    def __init__(self, s_shape, t_shape, k=0.5, use_bn=True):
+        super().__init__()
+        factor_channels = int(t_shape[1] * k)
+        self.encoder = _conv_stack(nn.Conv2d, [s_shape[1], s_shape[1], factor_channels, factor_channels],
+                                   use_bn)
+
+    def forward(self, f_s):
+        return self.encoder(f_s)
 
 
 def _conv1x1(in_channels, out_channels):
