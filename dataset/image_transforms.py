@@ -9,6 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+# ImageNet's per-channel mean and standard deviation on [0, 1] pixels (torchvision's), which both readers
+# (dataset/imagenet.py, dataset/imagenet_dali.py) normalise with
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
 CROP = 224
 RESIZE = 256
 SCALE = (0.08, 1.0)

@@ -17,11 +17,10 @@ from helper.errors import DatasetError
 from .batches import (AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, STRONG_STREAM, Batch, DataBundle,
                       epoch_generator, fingerprint_files, normalise)
 from .contrast import ContrastSampler
-from .image_transforms import to_uint8_chw, train_crop, val_crop
+from .image_transforms import MEAN, STD, to_uint8_chw, train_crop, val_crop
+from .imagenet_dali import build_dali_imagenet
 from .strong_augment import strong_augment
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 EXTENSIONS = ('.jpeg', '.jpg', '.png')
 
 
@@ -241,8 +240,8 @@ def build_imagenet(data_folder, *, batch_size, val_batch_size, device, num_worke
 
 def build_dali_data(data_folder, *, mode, batch_size, val_batch_size, device, seed, train_sample, drop_last,
                     channels_last, num_threads, strong_view=False, rank=0, world_size=1):
-    """DataBundle of the same folders read by NVIDIA DALI (dataset/imagenet_dali.py; imported only here)."""
-    from .imagenet_dali import build_dali_imagenet
+    """DataBundle of the same folders read by NVIDIA DALI (dataset/imagenet_dali.py, which imports DALI itself
+    only when it builds its pipelines)."""
     classes, train_samples, val_samples = scan_imagenet(data_folder)
     bundle = build_dali_imagenet(train_samples, val_samples, len(classes), mode=mode,
                                  batch_size=batch_size // world_size, val_batch_size=val_batch_size, device=device,

@@ -19,11 +19,11 @@ from helper.errors import KDZooError
 from .batches import (AUGMENT_STREAM, CONTRAST_STREAM, SHUFFLE_STREAM, STRONG_STREAM, Batch, DataBundle,
                       epoch_generator, normalise)
 from .contrast import ContrastSampler
-from .imagenet import MEAN, STD
+from .image_transforms import MEAN, STD
 from .strong_augment import strong_augment
 
-MEAN_255 = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-STD_255 = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+MEAN_255 = [m * 255 for m in MEAN]  # DALI normalises 0-255 pixels
+STD_255 = [s * 255 for s in STD]
 
 
 def import_dali():

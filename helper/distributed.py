@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import KDZooError
+from .exceptions import KDZooError
 
 HANG_TIMEOUT_S = 40      # the spawning process ends the job when a worker's heartbeat is this old
 WAIT_TIMEOUT_S = 50      # a worker waiting this long in a training-step collective gives up itself

@@ -4,33 +4,18 @@ Anything the user can fix (a bad flag, a missing file, a corrupt checkpoint) rai
 with one sentence that says what is wrong and what to do. The command-line entry points catch it
 in ``run_cli`` and print that sentence alone: no traceback, exit status 2. Bugs still raise
 ordinary exceptions and show their traceback. SIGINT and SIGTERM end a run with one line too
-(helper/signals.py), exit status 130 and 143.
+(helper/signals.py), exit status 130 and 143. The classes are defined in helper/exceptions.py (which
+helper/distributed.py imports, so that this module may import it back without a circle) and are
+imported from here.
 """
 import signal
 import sys
 
 from . import signals
+from .distributed import current
+from .exceptions import CheckpointError, DatasetError, DiskFullError, KDZooError, NonFiniteLossError
 
-
-class KDZooError(Exception):
-    """An error the user can fix; its message is shown as one line."""
-
-
-class DatasetError(KDZooError):
-    """The data set is missing, incomplete or unreadable."""
-
-
-class CheckpointError(KDZooError):
-    """A checkpoint is missing, corrupt, or does not fit the model."""
-
-
-class NonFiniteLossError(KDZooError):
-    """The loss became NaN or infinite; training stopped."""
-
-
-class DiskFullError(KDZooError):
-    """A file did not fit on its disk (no space left, or the quota is used up); the previous one is intact."""
-    exit_status = 1
+__all__ = ['KDZooError', 'DatasetError', 'CheckpointError', 'NonFiniteLossError', 'DiskFullError', 'run_cli']
 
 
 def run_cli(main, argv=None):
@@ -52,5 +37,4 @@ def run_cli(main, argv=None):
 
 def _prints_for_the_job():
     """One line per job: under torchrun every worker runs run_cli, and rank 0 speaks for them."""
-    from .distributed import current  # late: helper.distributed imports this module
     return current().is_main
