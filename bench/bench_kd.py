@@ -7,27 +7,22 @@ images and batch size, in one process, one after the other; images/s and (on CUD
     python bench/bench_kd.py --steps 300 --workers 8 --json bench/kd_gpu.json   # on a GPU machine
 """
 import os
-import sys
 import tempfile
 import time
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import train_student  # noqa: E402
-from dataset import build_data  # noqa: E402
-from dataset.cifar100 import read_split  # noqa: E402
-from engine.loop import Trainer  # noqa: E402
-from helper.runtime import resolve_precision  # noqa: E402
-from engine.setup import sgd  # noqa: E402
-from models import model_dict  # noqa: E402
-from plain_loop import plain_kd_step, plain_loader  # noqa: E402
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
-from conftest import write_fake_cifar100  # noqa: E402
-from results import kd_parser, save  # noqa: E402
+import train_student
+from dataset import build_data
+from dataset.cifar100 import read_split
+from engine.loop import Trainer
+from helper.runtime import resolve_precision
+from engine.setup import sgd
+from models import model_dict
+from plain_loop import plain_kd_step, plain_loader
+from fake_cifar import write_fake_cifar100
+from results import kd_parser, one_compute_thread, save
 
 
 def sync(device):
@@ -115,6 +110,7 @@ def time_plain(args, data_folder, device):
 
 
 def main(argv=None):
+    one_compute_thread()
     parser = kd_parser(__doc__)
     parser.add_argument('--steps', type=int, default=60)
     parser.add_argument('--warmup', type=int, default=10)

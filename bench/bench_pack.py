@@ -18,29 +18,24 @@ Run it on an otherwise idle machine: the timings of the two sides are only compa
 else competes for the device.
 """
 import os
-import sys
 import tempfile
 import time
 
 import torch
 from tqdm import tqdm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tests'))
-
-import train_student  # noqa: E402
-from conftest import write_fake_cifar100  # noqa: E402
-from dataset import build_data  # noqa: E402
-from distiller_zoo import DISTILLERS  # noqa: E402
-from engine.loop import Trainer  # noqa: E402
-from engine.pack import Member, RandomState, SharedTeacher, build_member, pack_step  # noqa: E402
-from engine.pack_args import shared_data_options  # noqa: E402
-from engine.setup import sgd  # noqa: E402
-from engine.student import build_objective, load_teacher  # noqa: E402
-from helper.runtime import memory_format, resolve_precision, seed_everything  # noqa: E402
-from models import model_dict  # noqa: E402
-from results import kd_parser, save  # noqa: E402
+import train_student
+from dataset import build_data
+from distiller_zoo import DISTILLERS
+from engine.loop import Trainer
+from engine.pack import Member, RandomState, SharedTeacher, build_member, pack_step
+from engine.pack_args import shared_data_options
+from engine.setup import sgd
+from engine.student import build_objective, load_teacher
+from helper.runtime import memory_format, resolve_precision, seed_everything
+from models import model_dict
+from fake_cifar import write_fake_cifar100
+from results import kd_parser, one_compute_thread, save
 
 FOUR = ['kd', 'crd', 'dkd', 'simkd']
 EIGHT = FOUR + ['dist', 'attention', 'hint', 'similarity']
@@ -232,6 +227,7 @@ def parse(argv=None):
 
 
 def main(argv=None):
+    one_compute_thread()
     opts = parse(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     names = opts.members[:max(opts.sizes, default=len(opts.members))]

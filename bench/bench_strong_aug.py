@@ -10,22 +10,18 @@ training loader calls it.
     python bench/bench_strong_aug.py --images 20000 --batch_size 256 --json bench/strong_aug_gpu.json
 """
 import argparse
-import os
 import random
-import sys
 import time
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset.batches import STRONG_STREAM, epoch_generator, normalise  # noqa: E402
-from dataset.cifar100 import MEAN, STD  # noqa: E402
-from dataset.memory import PAD, crop_flip, draw_crop_flip  # noqa: E402
-from dataset.strong_augment import CUTOUT_FILL, CUTOUT_MAX, NUM_OPS, OPS, strong_augment  # noqa: E402
-from results import save  # noqa: E402
+from dataset.batches import STRONG_STREAM, epoch_generator, normalise
+from dataset.cifar100 import MEAN, STD
+from dataset.memory import PAD, crop_flip, draw_crop_flip
+from dataset.strong_augment import CUTOUT_FILL, CUTOUT_MAX, NUM_OPS, OPS, strong_augment
+from results import save
 
 # The reference's operations on a PIL image, by name; v is the magnitude drawn in the OPS range.
 PIL_OPS = {

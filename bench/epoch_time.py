@@ -11,19 +11,14 @@ epoch 1 + 239 x the last epoch.
 """
 import json
 import os
-import sys
 import tempfile
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tests'))
-
-import train_student  # noqa: E402
-from conftest import write_fake_cifar100  # noqa: E402
-from models import model_dict  # noqa: E402
-from results import kd_parser, save  # noqa: E402
+import train_student
+from models import model_dict
+from fake_cifar import write_fake_cifar100
+from results import kd_parser, one_compute_thread, save
 
 RECIPE_EPOCHS = 240
 
@@ -43,6 +38,7 @@ def extrapolate(times, epochs=RECIPE_EPOCHS):
 
 
 def main(argv=None):
+    one_compute_thread()
     parser = kd_parser(__doc__)
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--images', type=int, default=50000)

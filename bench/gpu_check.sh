@@ -15,6 +15,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
+# kdzoo from this checkout whether or not it is installed (a GPU machine often has torch and no install):
+# the benchmarks, started by their path, find their own folder's modules first and kdzoo's through this
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-bench/gpu_check_out}
 mkdir -p "$OUT"
 REPORT=$OUT/gpu_check.txt

@@ -1,7 +1,17 @@
-"""What the benchmark scripts share: the flags of those that time KD runs, and what every one does with its
-figures besides printing them."""
+"""What the benchmark scripts share: the flags of those that time KD runs, their one compute thread, and what
+every one does with its figures besides printing them."""
 import argparse
 import json
+import os
+
+import torch
+
+
+def one_compute_thread():
+    """Time on one compute thread, here and in any process started from here, as BENCHMARKS.md's CPU figures
+    were taken (the test suite's setting, which these scripts used to inherit by importing tests/conftest.py)."""
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
 
 
 def kd_parser(doc):

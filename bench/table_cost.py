@@ -25,21 +25,18 @@ import glob
 import os
 import shlex
 import subprocess
-import sys
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import train_student
+from dataset.batches import rotated_views
+from distiller_zoo import DISTILLERS, Distiller
+from engine.pack import SharedTeacher
+from models import model_dict
 
-import train_student  # noqa: E402
-from dataset.batches import rotated_views  # noqa: E402
-from distiller_zoo import DISTILLERS, Distiller  # noqa: E402
-from engine.pack import SharedTeacher  # noqa: E402
-from models import model_dict  # noqa: E402
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, whose scripts/ it reads
 TRAIN, TEST = 50000, 10000  # CIFAR-100
 
 

@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import dataset.digits  # noqa: E402
+from bench.fake_cifar import write_fake_cifar100  # noqa: E402,F401  (the benchmarks write the same data)
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -86,23 +87,6 @@ def numeric_grad(f, x, eps=1e-6):
         step[i] = eps
         grad[i] = (f(x + step) - f(x - step)) / (2 * eps)
     return grad
-
-
-def write_fake_cifar100(root, n_train=300, n_test=100, seed=0):
-    """CIFAR-100 in torchvision's on-disk format (python pickles) with random pixels; every class present."""
-    rng = np.random.default_rng(seed)
-    folder = os.path.join(root, 'cifar-100-python')
-    os.makedirs(folder, exist_ok=True)
-    for name, n in (('train', n_train), ('test', n_test)):
-        labels = (np.arange(n) % 100).tolist()
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        entry = {b'filenames': [f'img{i}.png'.encode() for i in range(n)], b'batch_label': name.encode(),
-                 b'fine_labels': labels, b'coarse_labels': [label // 5 for label in labels], b'data': data}
-        with open(os.path.join(folder, name), 'wb') as f:
-            pickle.dump(entry, f)
-    with open(os.path.join(folder, 'meta'), 'wb') as f:
-        pickle.dump({b'fine_label_names': [f'c{i}'.encode() for i in range(100)]}, f)
-    return root
 
 
 def write_fake_cifar10(root, n_train=100, n_test=50, seed=0):

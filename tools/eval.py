@@ -12,19 +12,16 @@ student checkpoint (``model`` + ``proj``) is evaluated with its teacher's classi
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset import DATASETS, build_data  # noqa: E402
-from helper.checkpoint import load_checkpoint  # noqa: E402
-from models.weights import load_weights  # noqa: E402
-from helper.errors import KDZooError, run_cli  # noqa: E402
-from engine.loop import evaluate_predictions  # noqa: E402
-from helper.runtime import memory_format, resolve_precision, select_device  # noqa: E402
-from distiller_zoo.deploy import load_deployed, require_simkd_teacher, simkd_from_checkpoint  # noqa: E402
-from helper.run_files import teacher_run_name  # noqa: E402
-from models.registry import ALIASES, build_model, canonical_name, model_name_from_path, zoo_for  # noqa: E402
+from dataset import DATASETS, build_data
+from helper.checkpoint import load_checkpoint
+from models.weights import load_weights
+from helper.errors import KDZooError, run_cli
+from engine.loop import evaluate_predictions
+from helper.runtime import memory_format, resolve_precision, select_device
+from distiller_zoo.deploy import load_deployed, require_simkd_teacher, simkd_from_checkpoint
+from helper.run_files import teacher_run_name
+from models.registry import ALIASES, build_model, canonical_name, model_name_from_path, zoo_for
 
 
 def parse_args(argv=None):

@@ -24,22 +24,19 @@ import argparse
 import hashlib
 import io
 import os
-import sys
 import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from helper.checkpoint import atomic_save  # noqa: E402
-from models.weights import extract_state_dict, load_state_strictly  # noqa: E402
-from helper.errors import CheckpointError, KDZooError, run_cli  # noqa: E402
-from helper.run_files import teacher_run_name  # noqa: E402
-from models.registry import build_model  # noqa: E402
+from helper.checkpoint import atomic_save
+from models.weights import extract_state_dict, load_state_strictly
+from helper.errors import CheckpointError, KDZooError, run_cli
+from helper.run_files import teacher_run_name
+from models.registry import build_model
 
 DOWNLOAD_TIMEOUT_S = 30
 

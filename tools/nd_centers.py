@@ -9,16 +9,13 @@ where train_student.py looks for it; the ++ methods compute the same file themse
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset import DATASETS, build_data  # noqa: E402
-from distiller_zoo.ND import centers_record, compute_centers, default_centers_path, write_centers  # noqa: E402
-from models.weights import load_weights  # noqa: E402
-from helper.errors import CheckpointError, KDZooError, run_cli  # noqa: E402
-from helper.runtime import select_device  # noqa: E402
-from models.registry import build_model, check_model_name, model_name_from_path  # noqa: E402
+from dataset import DATASETS, build_data
+from distiller_zoo.ND import centers_record, compute_centers, default_centers_path, write_centers
+from models.weights import load_weights
+from helper.errors import CheckpointError, KDZooError, run_cli
+from helper.runtime import select_device
+from models.registry import build_model, check_model_name, model_name_from_path
 
 
 def parse_args(argv=None):

@@ -26,10 +26,8 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from helper.errors import KDZooError, run_cli  # noqa: E402
-from helper.provenance import describe_run  # noqa: E402
+from helper.errors import KDZooError, run_cli
+from helper.provenance import describe_run
 
 SECTIONS = (('teacher', 'Trained from scratch (train_teacher.py)'),
             ('student', 'Students (train_student.py)'),
