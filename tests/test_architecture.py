@@ -4,6 +4,10 @@ depth (inside functions too) and ``importlib.import_module('x')`` / ``__import__
 and a dynamic import whose target the checker cannot read is refused."""
 import ast
 import os
+import subprocess
+import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -209,3 +213,21 @@ def test_the_circle_checker_sees_a_circle_made_by_a_late_or_dynamic_import(tmp_p
     assert circles(graph) == [['helper.a', 'helper.b', 'helper.c']]
     del graph['helper.c']
     assert circles(graph) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('package', sorted(p for p in FLOORS if p != 'engine'))
+def test_importing_a_floor_loads_nothing_above_it(package):
+    """What the static checks cannot read (an attribute hook, a registry filled on import) still shows at run
+    time: every module of a package imported in a fresh interpreter leaves no higher floor in sys.modules."""
+    probe = ("import importlib, pkgutil, sys\n"
+             f"pkg = importlib.import_module({package!r})\n"
+             "for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+             "    importlib.import_module(info.name)\n"
+             "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
+    result = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    above = {name for name in loaded if FLOORS.get(name, -1) > FLOORS[package]}
+    assert not above, f"importing {package} loads {sorted(above)}"
