@@ -10,4 +10,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-exec "$PYTHON" tools/fetch_teachers.py "$@"
+exec "$PYTHON" -m tools.fetch_teachers "$@"  # from the checkout: works with or without pip install -e .
