@@ -15,6 +15,7 @@ Every run's metrics.json carries two records made here:
     whether its tree was dirty, the data set's fingerprint, the teacher's weights hash, the number of
     processes and the command line. Checkpoints carry the same record.
 """
+import dataclasses
 import hashlib
 import os
 import platform
@@ -48,6 +49,27 @@ COLUMN_KEYS = {'teacher': ('dataset', 'model'), 'student': ('dataset', 'model_t'
 # Read into ``method`` or the column instead.
 OTHER_KEYS = {'student': ('distill',), 'online': ('baseline', 'no_meta'),
               'baseline': ('baseline', 'no_meta', 'arch', 'number_net', 'peers'), 'teacher': ()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a run finds out while it runs, never typed by the user: the seed it drew (or recovered from the
+    checkpoint it resumes), the hash of the teacher's weights and the teacher's top-1. Built once, after the
+    teacher is validated; the parsed arguments are never written into."""
+    seed: int
+    teacher_sha256: str = None
+    teacher_top1: float = None
+
+    def written(self, args):
+        """The run's arguments as its files record them (checkpoints' ``opt``, metrics.json's ``args``,
+        log.txt, the ``run`` record): the parsed ones with the values found merged in, under the keys and
+        in the order the files have always had (``seed`` where the parser put it, the teacher's after)."""
+        values = dict(vars(args))
+        values['seed'] = self.seed
+        for key in ('teacher_sha256', 'teacher_top1'):
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key)
+        return values
 
 
 def run_kind(args):
