@@ -118,9 +118,9 @@ def _quiet_disk_full_in_threads():
         return
     previous = threading.excepthook
 
-    def hook(args):
-        if disk_full_cause(args.exc_value) is None:
-            previous(args)
+    def hook(failure):  # threading.ExceptHookArgs
+        if disk_full_cause(failure.exc_value) is None:
+            previous(failure)
     hook.kdzoo = True
     threading.excepthook = hook
 
