@@ -131,8 +131,7 @@ def examine(ctx):
 
 def init_stage(ctx):
     """AB, FT and FSP's first stage, SSKD's self-supervision head (engine/student.py)."""
-    trainer = init_stage_trainer(ctx.args, ctx.objective, ctx.data, ctx.files, ctx.logger, ctx.device,
-                                 ctx.precision, ctx.resume_path, ctx.record)
+    trainer = init_stage_trainer(ctx)
     return [trainer] if trainer is not None else []
 
 

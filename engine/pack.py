@@ -35,14 +35,13 @@ import numpy as np
 import torch
 
 from engine.pack_args import shared_data_options
-from engine.setup import (count_parameters, devices_and_data, recorded_seed, run_provenance, run_seed,
-                          synchronise_batchnorm)
+from engine.run import RunContext, main_stage_trainer, open_logger
+from engine.setup import count_parameters, devices_and_data, recorded_seed, run_seed, synchronise_batchnorm
 from engine.student import (build_objective, examine_teacher, export_deployable, init_stage_trainer, load_teacher,
-                            main_trainer, student_files, teacher_file, training_summary)
+                            student_files, teacher_file, training_summary)
 from helper import distributed, signals
 from helper.checkpoint import check_file
 from helper.errors import DiskFullError, KDZooError, NonFiniteLossError
-from helper.logger import RunLogger
 from helper.provenance import RunRecord
 from helper.run_files import refuse_finished
 from helper.runtime import autocast, memory_format
@@ -170,6 +169,7 @@ class Member:
         self.finished = False   # already trained all its epochs (found by --resume auto)
         self.stopped = None     # the error that stopped it
         self.objective = self.logger = self.data = self.random = None
+        self.ctx = None         # its run (engine/run.RunContext), once the pack's RunRecord is built
         self.trainers = {}      # stage -> Trainer
 
     @contextlib.contextmanager
@@ -216,10 +216,10 @@ def train_pack(pack):
           f"seed {seed}; one teacher pass per batch{describe(requests)}")
     record = RunRecord(seed, **examine_teacher(teacher, data, device, precision, pack.model_t, pack.dataset,
                                                validate=not pack.skip_validation))
-    for m in todo:
-        provenance = run_provenance(device, precision, data, teacher_file(m.args.path_t, m.args.model_t, record))
-        m.logger = RunLogger(m.files, m.args, count_parameters(m.objective.model), provenance=provenance,
-                             label=m.label, record=record)
+    for m in todo:  # each member is a single run (engine/run.py) from here on
+        m.ctx = RunContext(m.args, m.files, m.resume_path, seed, device, precision, m.data, m.objective,
+                           count_parameters(m.objective.model), record)
+        m.logger = open_logger(m.ctx, teacher=teacher_file(m.args.path_t, m.args.model_t, record), label=m.label)
     if job.is_main:  # the other ranks of a job write nothing
         for m in todo:
             with m.errors_named():
@@ -227,16 +227,14 @@ def train_pack(pack):
 
     for m in todo:
         with m.errors_named():
-            trainer = init_stage_trainer(m.args, m.objective, m.data, m.files, m.logger, device, precision,
-                                         m.resume_path, record)
+            trainer = init_stage_trainer(m.ctx)
         if trainer is not None:
             m.trainers['init'] = trainer
     run_stage('init', [m for m in todo if 'init' in m.trainers], data.train, shared, device, precision)
     for m in todo:
         if m.stopped is None:
             with m.errors_named():
-                m.trainers['main'] = main_trainer(m.args, m.objective, m.data, m.files, m.logger, device,
-                                                  precision, m.resume_path, record)
+                m.trainers['main'] = main_stage_trainer(m.ctx)
 
     def closing(m):
         """The member's closing writes, before its 'finished' (so that --resume auto redoes them after a kill)."""

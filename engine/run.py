@@ -71,16 +71,10 @@ def run(args, spec):
 
     if current().is_main:  # the other ranks of a job write nothing
         files.create()
-    teacher = spec.teacher_file(ctx.record) if spec.teacher_file is not None else None
-    ctx.logger = spec.logger_class(files, args, ctx.num_params, record=ctx.record,
-                                   provenance=run_provenance(ctx.device, ctx.precision, ctx.data, teacher))
-    earlier = spec.stages(ctx) if spec.stages is not None else []
-    for trainer in earlier:
+    open_logger(ctx, spec.logger_class, spec.teacher_file(ctx.record) if spec.teacher_file is not None else None)
+    for trainer in (spec.stages(ctx) if spec.stages is not None else []):
         trainer.fit()
-    trainer = Trainer(ctx.objective, ctx.data, spec.optimizer(ctx.objective.trainable_modules(), args), args,
-                      files, ctx.logger, ctx.device, ctx.precision, record=ctx.record)
-    if resume_path and not resumes_earlier_stage(files, resume_path, spec):
-        trainer.resume(resume_path)
+    trainer = main_stage_trainer(ctx, spec.optimizer, after_stages=spec.stages is not None)
     closing = (lambda state: spec.closing(ctx, state)) if spec.closing is not None else None
     state = trainer.fit(closing=closing)
     if spec.summary_on_every_rank or current().is_main:
@@ -88,7 +82,21 @@ def run(args, spec):
     return state
 
 
-def resumes_earlier_stage(files, resume_path, spec):
-    """Whether ``resume_path`` is the checkpoint of a stage before the main one (then that stage resumes
-    from it, and the main stage starts afresh after it)."""
-    return spec.stages is not None and resume_path == files.stage_checkpoint('init')
+def open_logger(ctx, logger_class=RunLogger, teacher=None, label=None):
+    """The run's logger (``ctx.logger``), with the provenance of what it computes with; ``teacher``: the
+    teacher file's record, ``label``: a pack member's."""
+    provenance = run_provenance(ctx.device, ctx.precision, ctx.data, teacher)
+    ctx.logger = logger_class(ctx.files, ctx.args, ctx.num_params, provenance=provenance, label=label,
+                              record=ctx.record)
+    return ctx.logger
+
+
+def main_stage_trainer(ctx, optimizer=sgd, after_stages=True):
+    """The main stage's Trainer, resumed from ``ctx.resume_path`` unless (``after_stages``: a run whose
+    method may train an init stage first) that is the init stage's checkpoint, from which the init stage
+    resumes and after which the main stage starts afresh."""
+    trainer = Trainer(ctx.objective, ctx.data, optimizer(ctx.objective.trainable_modules(), ctx.args), ctx.args,
+                      ctx.files, ctx.logger, ctx.device, ctx.precision, record=ctx.record)
+    if ctx.resume_path and not (after_stages and ctx.resume_path == ctx.files.stage_checkpoint('init')):
+        trainer.resume(ctx.resume_path)
+    return trainer

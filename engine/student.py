@@ -94,30 +94,23 @@ def build_objective(args, data, device, precision, method_cls=None, teacher=None
     return DistillObjective(student, teacher, method, teacher_source)
 
 
-def init_stage_trainer(args, objective, data, files, logger, device, precision, resume_path, record=None):
+def init_stage_trainer(ctx):
     """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py);
-    SSKD trains its teacher's self-supervision head on the frozen teacher: the Trainer of that stage
-    (resumed where ``resume_path`` is its checkpoint), or None when the method has none or the main stage
-    had begun."""
+    SSKD trains its teacher's self-supervision head on the frozen teacher: the Trainer of that stage of the
+    run ``ctx`` (engine/run.RunContext; resumed where its resume path is the stage's checkpoint), or None
+    when the method has none or the main stage had begun."""
+    args, objective, resume_path = ctx.args, ctx.objective, ctx.resume_path
     method = objective.method
     modules = method.init_modules(objective.model)
     if not modules or args.init_epochs == 0:
         return None
-    if resume_path and resume_path != files.stage_checkpoint('init'):
+    if resume_path and resume_path != ctx.files.stage_checkpoint('init'):
         return None  # the main stage had begun: the init stage is in its checkpoint already
     init = InitStageObjective(objective.model, objective.teacher, method, objective.teacher_source)
-    trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
-                      epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch), record=record)
+    trainer = Trainer(init, ctx.data, sgd(modules, args), args, ctx.files, ctx.logger, ctx.device, ctx.precision,
+                      stage='init', epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch),
+                      record=ctx.record)
     if resume_path:
-        trainer.resume(resume_path)
-    return trainer
-
-
-def main_trainer(args, objective, data, files, logger, device, precision, resume_path, record=None):
-    """The Trainer of the main stage, resumed from ``resume_path`` unless that is the init stage's file."""
-    trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
-                      precision, record=record)
-    if resume_path and resume_path != files.stage_checkpoint('init'):
         trainer.resume(resume_path)
     return trainer
 
