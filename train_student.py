@@ -19,19 +19,16 @@ from distiller_zoo import DISTILLERS
 from distiller_zoo.base import add_loss_weights, add_method_arguments, method_name, settle
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
-from engine.loop import evaluate_predictions
 from engine.pack import train_pack
 from engine.pack_args import is_pack, parse_pack
-from engine.setup import count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run
-from engine.setup import synchronise_batchnorm
-from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher,  # noqa: F401
-                            main_trainer, method_flags, non_default_flags, run_name, student_files, teacher_file,
+from engine.run import RunSpec, run
+from engine.setup import resolved_defaults
+from engine.student import (build_objective, examine_teacher, export_deployable, init_stage_trainer,  # noqa: F401
+                            load_teacher, method_flags, non_default_flags, run_name, student_files, teacher_file,
                             training_summary)
 from helper.checkpoint import check_file
 from helper.console import logged
-from helper.distributed import current
 from helper.errors import KDZooError, run_cli
-from helper.logger import RunLogger
 from models.registry import check_model_name, model_name_from_path
 
 
@@ -107,33 +104,35 @@ def train(args):
         return train_pack(args)
     method_cls = DISTILLERS[args.distill]
     check_file(args.path_t, '--path_t')  # a missing teacher, or a folder, is said before any data is read
-    files = student_files(args)
-    files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
-    seed_for_run(args, resume_path)
-    device, precision, data = devices_and_data(args, **method_cls.data_options(args))
-    objective = build_objective(args, data, device, precision, method_cls)
-    synchronise_batchnorm(objective, args, device)
-    student, teacher = objective.model, objective.teacher
-    num_params = count_parameters(student)
-    print(f"student {args.model_s} ({num_params / 1e6:.2f}M parameters) <- teacher {args.model_t} by "
-          f"{args.distill}; {args.weights_note}; {args.dataset}; {device.type}, {precision}; {args.lr_note}")
-    if not args.skip_validation:
-        top1, top5, _ = evaluate_predictions(teacher, data.val, device, precision)
-        args.teacher_top1 = top1
-        print(f"teacher {args.model_t}: top-1 {top1:.2f}% (top-5 {top5:.2f}%) on the {args.dataset} test set")
+    return run(args, RunSpec(
+        student_files(args), build, announce, lambda ctx, state: training_summary(ctx.files, state),
+        data_options=method_cls.data_options(args), examine=examine,
+        teacher_file=lambda record: teacher_file(args.path_t, args.model_t, record), stages=init_stage,
+        # The deployable network is written before 'finished', so that --resume auto redoes it after a kill.
+        closing=lambda ctx, state: export_deployable(ctx.objective, ctx.files, state, ctx.logger.provenance)))
 
-    if current().is_main:  # the other ranks of a job write nothing
-        files.create()
-    logger = RunLogger(files, args, num_params, provenance=run_provenance(device, precision, data, teacher_file(args)))
-    init = init_stage_trainer(args, objective, data, files, logger, device, precision, resume_path)
-    if init is not None:
-        init.fit()
-    trainer = main_trainer(args, objective, data, files, logger, device, precision, resume_path)
-    # The deployable network is written before 'finished', so that --resume auto redoes it after a kill.
-    state = trainer.fit(closing=lambda state: export_deployable(objective, args, files, state, logger.provenance))
-    print(training_summary(args, files, state))
-    return state
+
+def build(ctx):
+    return build_objective(ctx.args, ctx.data, ctx.device, ctx.precision, DISTILLERS[ctx.args.distill])
+
+
+def announce(ctx):
+    args = ctx.args
+    return (f"student {args.model_s} ({ctx.num_params / 1e6:.2f}M parameters) <- teacher {args.model_t} by "
+            f"{args.distill}; {args.weights_note}; {args.dataset}; {ctx.device.type}, {ctx.precision}; "
+            f"{args.lr_note}")
+
+
+def examine(ctx):
+    args = ctx.args
+    return examine_teacher(ctx.objective.teacher, ctx.data, ctx.device, ctx.precision, args.model_t, args.dataset,
+                           validate=not args.skip_validation)
+
+
+def init_stage(ctx):
+    """AB, FT and FSP's first stage, SSKD's self-supervision head (engine/student.py)."""
+    trainer = init_stage_trainer(ctx)
+    return [trainer] if trainer is not None else []
 
 
 if __name__ == '__main__':

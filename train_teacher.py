@@ -7,16 +7,13 @@
 """
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
-from helper.console import logged
-from helper.distributed import current
-from helper.errors import run_cli
-from helper.logger import RunLogger
-from engine.loop import Trainer
 from engine.objective import SupervisedObjective
+from engine.run import RunSpec, run
+from engine.setup import resolved_defaults
+from helper.console import logged
+from helper.errors import run_cli
 from helper.run_files import RunFiles, teacher_run_name
 from helper.runtime import memory_format
-from engine.setup import (count_parameters, devices_and_data, resolved_defaults, run_provenance, seed_for_run, sgd,
-                          synchronise_batchnorm)
 from models.registry import build_model, check_model_name
 
 
@@ -44,31 +41,25 @@ def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
                      args.model)
-    files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
-    seed_for_run(args, resume_path)
-    device, precision, data = devices_and_data(args)
+    return run(args, RunSpec(files, build, announce, summary))
 
-    model = build_model(args.model, data.num_classes, args.dataset)
-    model = model.to(device, memory_format=memory_format(precision))
-    objective = SupervisedObjective(model)
-    synchronise_batchnorm(objective, args, device)
-    optimizer = sgd(objective.trainable_modules(), args)
-    num_params = count_parameters(model)
-    print(f"{args.model}: {num_params / 1e6:.2f}M parameters; {args.dataset} ({data.num_train} training "
-          f"images, {data.num_classes} classes); {device.type}, {precision}; {args.lr_note}; seed {args.seed}")
 
-    if current().is_main:  # the other ranks of a job write nothing
-        files.create()
-    logger = RunLogger(files, args, num_params, provenance=run_provenance(device, precision, data))
-    trainer = Trainer(objective, data, optimizer, args, files, logger, device, precision)
-    if resume_path:
-        trainer.resume(resume_path)
-    state = trainer.fit()
+def build(ctx):
+    model = build_model(ctx.args.model, ctx.data.num_classes, ctx.args.dataset)
+    return SupervisedObjective(model.to(ctx.device, memory_format=memory_format(ctx.precision)))
+
+
+def announce(ctx):
+    args, data = ctx.args, ctx.data
+    return (f"{args.model}: {ctx.num_params / 1e6:.2f}M parameters; {args.dataset} ({data.num_train} training "
+            f"images, {data.num_classes} classes); {ctx.device.type}, {ctx.precision}; {args.lr_note}; seed "
+            f"{ctx.seed}")
+
+
+def summary(ctx, state):
     last = state['history'][-1]
-    print(f"teacher {args.model}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
-          f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
-    return state
+    return (f"teacher {ctx.args.model}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
+            f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {ctx.files.folder}")
 
 
 if __name__ == '__main__':

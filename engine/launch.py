@@ -60,11 +60,12 @@ class Plan:
     devices: tuple = ()     # device per local process: ('cuda:0', ...) or ('cpu', ...)
 
 
-def gpu_ids(args):
-    ids = [part.strip() for part in str(args.gpu_id).split(',') if part.strip()]
+def gpu_ids(gpu_id):
+    """The GPU numbers of --gpu_id ('0,1,2,3')."""
+    ids = [part.strip() for part in str(gpu_id).split(',') if part.strip()]
     if not ids or not all(part.isdigit() for part in ids):
         raise KDZooError(f"--gpu_id must be a comma-separated list of GPU numbers such as '0,1,2,3', got "
-                         f"'{args.gpu_id}'")
+                         f"'{gpu_id}'")
     return [int(part) for part in ids]
 
 
@@ -93,7 +94,7 @@ def make_plan(args):
 
 def _make_plan(args):
     cuda = torch.cuda.is_available()
-    ids = gpu_ids(args)
+    ids = gpu_ids(args.gpu_id)
     visible = torch.cuda.device_count() if cuda else 0
     backend = args.dist_backend or ('nccl' if cuda else 'gloo')
     if backend == 'nccl' and not cuda:

@@ -44,8 +44,11 @@ class Trainer:
     ``<name>_init.pth`` so that it too can be resumed."""
 
     def __init__(self, objective, data, optimizer, args, files, logger, device, precision, *, stage='main',
-                 epochs=None, lr_at=None):
+                 epochs=None, lr_at=None, record=None):
+        """``record`` (helper/provenance.RunRecord): the values the run found (its seed, the teacher's hash
+        and top-1), merged into the arguments that checkpoints keep as ``opt``."""
         self.stage = stage
+        self.record = record
         self.epochs = epochs or args.epochs
         self.lr_at = lr_at or (lambda epoch: learning_rate_at(epoch, args))
         self.objective = objective
@@ -401,6 +404,9 @@ class Trainer:
         return self.objective.validate(loader or self.data.val, self.device, self.precision)
 
     # ---- checkpoints --------------------------------------------------------------------------
+    def written_args(self):
+        return self.record.written(self.args) if self.record is not None else vars(self.args)
+
     def save(self, epoch, top1, is_best):
         """RepDistiller's files (best, every save_freq epochs, last), last holding the resume data."""
         model_state = self.objective.model.state_dict()
@@ -411,7 +417,7 @@ class Trainer:
             common['provenance'] = provenance
         resume = dict(self.state, stage=self.stage, objective=self.objective.resume_state(),
                       scaler=self.scaler.state_dict() if self.scaler else None)
-        last = dict(common, optimizer=self.optimizer.state_dict(), opt=_plain(vars(self.args)), kdzoo=resume)
+        last = dict(common, optimizer=self.optimizer.state_dict(), opt=_plain(self.written_args()), kdzoo=resume)
         if self.stage != 'main':
             atomic_save(last, self.files.stage_checkpoint(self.stage))
             return

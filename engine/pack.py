@@ -34,17 +34,17 @@ import random
 import numpy as np
 import torch
 
-from engine.loop import evaluate_predictions
 from engine.pack_args import shared_data_options
-from engine.setup import count_parameters, devices_and_data, run_provenance, synchronise_batchnorm
-from engine.student import (build_objective, export_deployable, init_stage_trainer, load_teacher, main_trainer,
+from engine.run import RunContext, main_stage_trainer, open_logger
+from engine.setup import count_parameters, devices_and_data, recorded_seed, run_seed, synchronise_batchnorm
+from engine.student import (build_objective, examine_teacher, export_deployable, init_stage_trainer, load_teacher,
                             student_files, teacher_file, training_summary)
 from helper import distributed, signals
-from helper.checkpoint import check_file, load_checkpoint
+from helper.checkpoint import check_file
 from helper.errors import DiskFullError, KDZooError, NonFiniteLossError
-from helper.logger import RunLogger
+from helper.provenance import RunRecord
 from helper.run_files import refuse_finished
-from helper.runtime import autocast, draw_seed, memory_format, seed_everything
+from helper.runtime import autocast, memory_format
 from models.features import NetOutput, run_network
 
 # ---- what the members share ---------------------------------------------------------------------------
@@ -169,6 +169,7 @@ class Member:
         self.finished = False   # already trained all its epochs (found by --resume auto)
         self.stopped = None     # the error that stopped it
         self.objective = self.logger = self.data = self.random = None
+        self.ctx = None         # its run (engine/run.RunContext), once the pack's RunRecord is built
         self.trainers = {}      # stage -> Trainer
 
     @contextlib.contextmanager
@@ -192,34 +193,33 @@ class Member:
 # ---- the run --------------------------------------------------------------------------------------
 def train_pack(pack):
     """One process's share of a pack: every member's run, one shared loader and teacher pass per batch.
-    Returns {label: final state}; raises one line naming the members that stopped."""
+    Returns {label: final state}; raises one line naming the members that stopped. The steps are those of
+    a single run (engine/run.py), member by member where a member's differ; the run's RunRecord (seed,
+    teacher hash and top-1) is one for all members."""
     job = distributed.current()
     union, reads = shared_data_options(pack.members, pack.labels)
     members = [Member(label, args, read) for label, args, read in zip(pack.labels, pack.members, reads)]
     find_checkpoints(pack, members)
     todo = [m for m in members if not m.finished]
-    seed_pack(pack, members)
+    seed = seed_pack(pack, members)
     check_file(pack.path_t, '--path_t')
-    device, precision, data = devices_and_data(pack, **union)
+    device, precision, data = devices_and_data(pack, seed=seed, **union)
     teacher = load_teacher(pack, data.num_classes, device, memory_format(precision))
     shared = SharedTeacher(teacher)
     after_teacher = RandomState(device)  # a single run's global random state once the teacher is built
     for m in todo:
-        m.args.teacher_sha256 = pack.teacher_sha256
         build_member(m, data, union, after_teacher, shared, device, precision)
-        num_params = count_parameters(m.objective.model)
-        provenance = run_provenance(device, precision, data, teacher_file(m.args))
-        m.logger = RunLogger(m.files, m.args, num_params, provenance=provenance, label=m.label)
-        print(f"[{m.label}] student {m.args.model_s} ({num_params / 1e6:.2f}M parameters) by {m.args.distill}; "
-              f"{m.args.weights_note}; {m.args.lr_note}")
+        print(f"[{m.label}] student {m.args.model_s} ({count_parameters(m.objective.model) / 1e6:.2f}M "
+              f"parameters) by {m.args.distill}; {m.args.weights_note}; {m.args.lr_note}")
     requests = [m.objective.teacher_request() for m in todo]
     print(f"pack of {len(todo)} students <- teacher {pack.model_t}; {pack.dataset}; {device.type}, {precision}; "
-          f"seed {pack.seed}; one teacher pass per batch{describe(requests)}")
-    if not pack.skip_validation:
-        top1, top5, _ = evaluate_predictions(teacher, data.val, device, precision)
-        for m in todo:
-            m.args.teacher_top1 = top1
-        print(f"teacher {pack.model_t}: top-1 {top1:.2f}% (top-5 {top5:.2f}%) on the {pack.dataset} test set")
+          f"seed {seed}; one teacher pass per batch{describe(requests)}")
+    record = RunRecord(seed, **examine_teacher(teacher, data, device, precision, pack.model_t, pack.dataset,
+                                               validate=not pack.skip_validation))
+    for m in todo:  # each member is a single run (engine/run.py) from here on
+        m.ctx = RunContext(m.args, m.files, m.resume_path, seed, device, precision, m.data, m.objective,
+                           count_parameters(m.objective.model), record)
+        m.logger = open_logger(m.ctx, teacher=teacher_file(m.args.path_t, m.args.model_t, record), label=m.label)
     if job.is_main:  # the other ranks of a job write nothing
         for m in todo:
             with m.errors_named():
@@ -227,23 +227,21 @@ def train_pack(pack):
 
     for m in todo:
         with m.errors_named():
-            trainer = init_stage_trainer(m.args, m.objective, m.data, m.files, m.logger, device, precision,
-                                         m.resume_path)
+            trainer = init_stage_trainer(m.ctx)
         if trainer is not None:
             m.trainers['init'] = trainer
     run_stage('init', [m for m in todo if 'init' in m.trainers], data.train, shared, device, precision)
     for m in todo:
         if m.stopped is None:
             with m.errors_named():
-                m.trainers['main'] = main_trainer(m.args, m.objective, m.data, m.files, m.logger, device,
-                                                  precision, m.resume_path)
+                m.trainers['main'] = main_stage_trainer(m.ctx)
 
     def closing(m):
         """The member's closing writes, before its 'finished' (so that --resume auto redoes them after a kill)."""
-        return lambda state: export_deployable(m.objective, m.args, m.files, state, m.logger.provenance)
+        return lambda state: export_deployable(m.objective, m.files, state, m.logger.provenance)
 
     def finished(m):
-        print(f"[{m.label}] {training_summary(m.args, m.files, m.trainers['main'].state)}")
+        print(f"[{m.label}] {training_summary(m.files, m.trainers['main'].state)}")
     run_stage('main', [m for m in todo if 'main' in m.trainers], data.train, shared, device, precision, finished,
               closing)
     stopped = [m for m in todo if m.stopped is not None]
@@ -326,21 +324,15 @@ def find_checkpoints(pack, members):
 
 def seed_pack(pack, members):
     """One seed for every member (the data are drawn once): --seed, else the one the resumed members'
-    checkpoints hold, else a fresh one; then seeded as a single run seeds."""
-    if pack.seed is None:
-        seeds = set()
-        for m in members:
-            if m.resume_path:
-                seeds.add(load_checkpoint(m.resume_path, '--resume checkpoint').get('opt', {}).get('seed'))
-        seeds.discard(None)
+    checkpoints hold, else a fresh one; seeded as a single run seeds (``run_seed``), and returned."""
+    seed = pack.seed
+    if seed is None:
+        seeds = {recorded_seed(m.resume_path) for m in members if m.resume_path} - {None}
         if len(seeds) > 1:
             raise KDZooError(f"the pack members' checkpoints were trained with different seeds ({sorted(seeds)}); a "
                              f"pack draws one data order, so resume them separately or pass --seed")
-        pack.seed = seeds.pop() if seeds else draw_seed()
-    pack.seed = distributed.broadcast_object(pack.seed)
-    seed_everything(pack.seed, pack.deterministic)
-    for m in members:
-        m.args.seed = pack.seed
+        seed = seeds.pop() if seeds else None
+    return run_seed(seed, pack.deterministic)
 
 
 def run_stage(stage, members, loader, shared, device, precision, on_finish=None, closing=None):

@@ -10,32 +10,47 @@ from helper.provenance import provenance
 from helper.runtime import draw_seed, memory_format, resolve_precision, seed_everything, select_device
 
 
+def run_seed(seed, deterministic, resume_path=None):
+    """The run's seed: ``seed`` (--seed), else the resumed run's own (so its data order replays), else a fresh
+    one; seeded. Every rank of a multi-process job takes rank 0's, so all draw the same initial weights and
+    data order. The parsed arguments are not written: the seed goes into the run's RunRecord."""
+    if seed is None and resume_path:
+        seed = recorded_seed(resume_path)
+    if seed is None:
+        seed = draw_seed()
+    seed = distributed.broadcast_object(seed)
+    seed_everything(seed, deterministic)
+    return seed
+
+
+def recorded_seed(path):
+    """The seed a checkpoint's ``opt`` holds (None if it holds none)."""
+    checkpoint = load_checkpoint(path, '--resume checkpoint')
+    opt = checkpoint.get('opt') if isinstance(checkpoint, dict) else None
+    opt = vars(opt) if isinstance(opt, argparse.Namespace) else opt  # RepDistiller stores a Namespace
+    return opt.get('seed') if isinstance(opt, dict) else None
+
+
 def seed_for_run(args, resume_path):
-    """The run's seed: --seed, else the resumed run's own (so its data order replays), else a fresh one.
-    Every rank of a multi-process job takes rank 0's, so all draw the same initial weights and data order."""
-    if args.seed is None and resume_path:
-        checkpoint = load_checkpoint(resume_path, '--resume checkpoint')
-        opt = checkpoint.get('opt') if isinstance(checkpoint, dict) else None
-        opt = vars(opt) if isinstance(opt, argparse.Namespace) else opt  # RepDistiller stores a Namespace
-        args.seed = opt.get('seed') if isinstance(opt, dict) else None
-    if args.seed is None:
-        args.seed = draw_seed()
-    args.seed = distributed.broadcast_object(args.seed)
-    seed_everything(args.seed, args.deterministic)
+    """``run_seed`` written into ``args.seed``: train_online_mcl.py's way until it runs on engine/run.py,
+    whose scripts keep the seed in their RunRecord instead."""
+    args.seed = run_seed(args.seed, args.deterministic, resume_path)
     return args.seed
 
 
-def devices_and_data(args, **data_options):
-    """The device, the precision and the data; in a multi-process job the process's own device and its
-    share of every global batch (and of the validation set). ``data_options`` are a method's
+def devices_and_data(args, seed=None, **data_options):
+    """The device, the precision and the data drawn with ``seed`` (the run's; None: ``args.seed``, for
+    train_online_mcl.py until it runs on engine/run.py); in a multi-process job the process's own device and
+    its share of every global batch (and of the validation set). ``data_options`` are a method's
     (``Distiller.data_options``: contrast rows, the strong view, drop_last), handed to build_data whole."""
     job = distributed.current()
     device = torch.device(job.device) if job.enabled else select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
     # The SimKD repo's split of the loader processes over the node's GPUs.
     num_workers = -(-args.num_workers // job.local_size)
+    seed = args.seed if seed is None else seed
     data = build_data(args.dataset, args.data_folder, args.batch_size, device,
-                      num_workers=num_workers, seed=args.seed, channels_last=precision != 'fp32', dali=args.dali,
+                      num_workers=num_workers, seed=seed, channels_last=precision != 'fp32', dali=args.dali,
                       rank=job.rank, world_size=job.world_size, **data_options)
     return device, precision, data
 

@@ -6,7 +6,7 @@ import os
 
 from distiller_zoo import DISTILLERS
 from distiller_zoo.base import probe_networks
-from engine.loop import Trainer
+from engine.loop import Trainer, evaluate_predictions
 from engine.objective import DistillObjective, InitStageObjective
 from engine.setup import sgd
 from helper.checkpoint import atomic_save
@@ -57,17 +57,27 @@ def student_files(args):
 
 
 def load_teacher(args, num_classes, device, fmt):
-    """The frozen teacher; ``args.teacher_sha256`` is the hash of the weights loaded (helper/provenance.py),
-    which tells two teacher files of one architecture apart in metrics.json and tools/report.py."""
+    """The frozen teacher (--model_t with the weights of --path_t)."""
     teacher = build_model(args.model_t, num_classes, args.dataset, '--model_t')
     load_weights(teacher, args.path_t, args.model_t, flag='--path_t')
-    args.teacher_sha256 = state_dict_sha256(teacher.state_dict())
     return teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
 
 
-def teacher_file(args):
-    """The teacher file's record in the run's provenance."""
-    return dict(path=os.path.abspath(args.path_t), model=args.model_t, sha256=args.teacher_sha256)
+def examine_teacher(teacher, data, device, precision, name, dataset, validate=True):
+    """The RunRecord fields a student run finds about its teacher: the hash of its weights
+    (helper/provenance.py), which tells two teacher files of one architecture apart in metrics.json and
+    tools/report.py, and (``validate``) its top-1 on the test set, printed."""
+    found = dict(teacher_sha256=state_dict_sha256(teacher.state_dict()))
+    if validate:
+        top1, top5, _ = evaluate_predictions(teacher, data.val, device, precision)
+        found['teacher_top1'] = top1
+        print(f"teacher {name}: top-1 {top1:.2f}% (top-5 {top5:.2f}%) on the {dataset} test set")
+    return found
+
+
+def teacher_file(path_t, model_t, record):
+    """The teacher file's record in the run's provenance (``record``: the run's RunRecord)."""
+    return dict(path=os.path.abspath(path_t), model=model_t, sha256=record.teacher_sha256)
 
 
 def build_objective(args, data, device, precision, method_cls=None, teacher=None, teacher_source=None):
@@ -84,47 +94,40 @@ def build_objective(args, data, device, precision, method_cls=None, teacher=None
     return DistillObjective(student, teacher, method, teacher_source)
 
 
-def init_stage_trainer(args, objective, data, files, logger, device, precision, resume_path):
+def init_stage_trainer(ctx):
     """AB, FT and FSP first train some modules alone for --init_epochs (RepDistiller's helper/pretrain.py);
-    SSKD trains its teacher's self-supervision head on the frozen teacher: the Trainer of that stage
-    (resumed where ``resume_path`` is its checkpoint), or None when the method has none or the main stage
-    had begun."""
+    SSKD trains its teacher's self-supervision head on the frozen teacher: the Trainer of that stage of the
+    run ``ctx`` (engine/run.RunContext; resumed where its resume path is the stage's checkpoint), or None
+    when the method has none or the main stage had begun."""
+    args, objective, resume_path = ctx.args, ctx.objective, ctx.resume_path
     method = objective.method
     modules = method.init_modules(objective.model)
     if not modules or args.init_epochs == 0:
         return None
-    if resume_path and resume_path != files.stage_checkpoint('init'):
+    if resume_path and resume_path != ctx.files.stage_checkpoint('init'):
         return None  # the main stage had begun: the init stage is in its checkpoint already
     init = InitStageObjective(objective.model, objective.teacher, method, objective.teacher_source)
-    trainer = Trainer(init, data, sgd(modules, args), args, files, logger, device, precision, stage='init',
-                      epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch))
+    trainer = Trainer(init, ctx.data, sgd(modules, args), args, ctx.files, ctx.logger, ctx.device, ctx.precision,
+                      stage='init', epochs=args.init_epochs, lr_at=lambda epoch: method.init_lr_at(args, epoch),
+                      record=ctx.record)
     if resume_path:
         trainer.resume(resume_path)
     return trainer
 
 
-def main_trainer(args, objective, data, files, logger, device, precision, resume_path):
-    """The Trainer of the main stage, resumed from ``resume_path`` unless that is the init stage's file."""
-    trainer = Trainer(objective, data, sgd(objective.trainable_modules(), args), args, files, logger, device,
-                      precision)
-    if resume_path and resume_path != files.stage_checkpoint('init'):
-        trainer.resume(resume_path)
-    return trainer
-
-
-def export_deployable(objective, args, files, state, provenance=None):
+def export_deployable(objective, files, state, provenance=None):
     """Methods whose deployed network is more than the student (SimKD) also write <s>_deploy.pth."""
     exported = objective.method.deployable(objective.model, objective.teacher)
     if exported is None:
         return
     module, meta = exported
-    path = os.path.join(files.folder, f'{args.model_s}_deploy.pth')
+    path = os.path.join(files.folder, f'{files.model_name}_deploy.pth')  # the student's name
     atomic_save(dict(model=module.state_dict(), deploy=meta, epoch=state['epoch'],
                      accuracy=state['history'][-1]['val_top1'], provenance=provenance), path)
     print(f"deployable network (last epoch) saved to {path}; evaluate it with tools/eval.py --path {path}")
 
 
-def training_summary(args, files, state):
+def training_summary(files, state):
     last = state['history'][-1]
-    return (f"student {args.model_s}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
+    return (f"student {files.model_name}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
             f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")

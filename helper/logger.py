@@ -12,7 +12,10 @@ from .run_files import RunFiles
 
 
 class RunLogger:
-    def __init__(self, files: RunFiles, args, num_params, tensorboard=True, provenance=None, label=None):
+    def __init__(self, files: RunFiles, args, num_params, tensorboard=True, provenance=None, label=None,
+                 record=None):
+        """``record`` (helper/provenance.RunRecord): the values the run found, merged into the arguments
+        that metrics.json and log.txt record."""
         self.files = files
         self.prefix = f'[{label}] ' if label else ''  # which student of a pack (engine/pack.py) a line is about
         self.args = args
@@ -20,10 +23,11 @@ class RunLogger:
         self.tensorboard = tensorboard
         self.writer = None  # opened at the first epoch's end, so a run refused at start writes nothing
         self.provenance = provenance
-        self.run = describe_run(vars(args), provenance)
+        self.arguments = record.written(args) if record is not None else dict(vars(args))
+        self.run = describe_run(self.arguments, provenance)
         self.weights = None  # sha256 of the saved weights, once the run has finished
         if distributed.current().is_main:
-            arguments = {k: v for k, v in vars(args).items() if _is_plain(v)}
+            arguments = {k: v for k, v in self.arguments.items() if _is_plain(v)}
             console.log_only(f"arguments: {json.dumps(arguments, default=str)}")
             console.log_only(f"run: {json.dumps(self.run, default=str)}")
             console.log_only(f"provenance: {json.dumps(provenance, default=str)}")
@@ -77,7 +81,7 @@ class RunLogger:
             best=dict(epoch=state['best_epoch'], top1=state['best_acc'], top5=state['best_top5']),
             wall_time_s=round(state['wall_time'], 2),
             num_params=self.num_params,
-            args={k: v for k, v in vars(self.args).items() if _is_plain(v)},
+            args={k: v for k, v in self.arguments.items() if _is_plain(v)},
             run=self.run,
             provenance=self.provenance,
             **({'weights_sha256': self.weights} if self.weights else {}),
@@ -114,9 +118,9 @@ def _quiet_disk_full_in_threads():
         return
     previous = threading.excepthook
 
-    def hook(args):
-        if disk_full_cause(args.exc_value) is None:
-            previous(args)
+    def hook(failure):  # threading.ExceptHookArgs
+        if disk_full_cause(failure.exc_value) is None:
+            previous(failure)
     hook.kdzoo = True
     threading.excepthook = hook
 

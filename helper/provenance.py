@@ -15,6 +15,7 @@ Every run's metrics.json carries two records made here:
     whether its tree was dirty, the data set's fingerprint, the teacher's weights hash, the number of
     processes and the command line. Checkpoints carry the same record.
 """
+import dataclasses
 import hashlib
 import os
 import platform
@@ -50,50 +51,71 @@ OTHER_KEYS = {'student': ('distill',), 'online': ('baseline', 'no_meta'),
               'baseline': ('baseline', 'no_meta', 'arch', 'number_net', 'peers'), 'teacher': ()}
 
 
-def run_kind(args):
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a run finds out while it runs, never typed by the user: the seed it drew (or recovered from the
+    checkpoint it resumes), the hash of the teacher's weights and the teacher's top-1. Built once, after the
+    teacher is validated; the parsed arguments are never written into."""
+    seed: int
+    teacher_sha256: str = None
+    teacher_top1: float = None
+
+    def written(self, args):
+        """The run's arguments as its files record them (checkpoints' ``opt``, metrics.json's ``args``,
+        log.txt, the ``run`` record): the parsed ones with the values found merged in, under the keys and
+        in the order the files have always had (``seed`` where the parser put it, the teacher's after)."""
+        values = dict(vars(args))
+        values['seed'] = self.seed
+        for key in ('teacher_sha256', 'teacher_top1'):
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key)
+        return values
+
+
+def run_kind(arguments):
     """'teacher', 'student', 'online' or 'baseline' from a run's recorded arguments."""
-    if 'distill' in args:
+    if 'distill' in arguments:
         return 'student'
-    if 'arch' in args:
-        return 'baseline' if args.get('baseline') else 'online'
+    if 'arch' in arguments:
+        return 'baseline' if arguments.get('baseline') else 'online'
     return 'teacher'
 
 
-def method_of(args, kind):
+def method_of(arguments, kind):
     if kind == 'student':
-        return str(args.get('distill'))
+        return str(arguments.get('distill'))
     if kind == 'online':
-        return 'mcl' if args.get('no_meta') else 'lmcl'
+        return 'mcl' if arguments.get('no_meta') else 'lmcl'
     return 'baseline' if kind == 'baseline' else 'vanilla'
 
 
-def describe_run(args, provenance=None):
+def describe_run(arguments, provenance=None):
     """The ``run`` record of a run from its arguments (a dict) and provenance (see the module text).
 
-    ``args['run_defaults']`` (the script's resolution of the same networks and data set with no other flag)
-    gives ``defaults``; ``args['method_flags']`` ({dest: short name}) limits a student's settings to its
+    ``arguments['run_defaults']`` (the script's resolution of the same networks and data set with no other flag)
+    gives ``defaults``; ``arguments['method_flags']`` ({dest: short name}) limits a student's settings to its
     method's own flags and the loss weights. Runs recorded before either existed get every remaining
     argument as a setting and no defaults."""
     provenance = provenance or {}
-    kind = run_kind(args)
-    column = {key: _plain(args.get(key)) for key in COLUMN_KEYS[kind]}
+    kind = run_kind(arguments)
+    column = {key: _plain(arguments.get(key)) for key in COLUMN_KEYS[kind]}
     if kind == 'baseline':
-        column['model'] = (args.get('peers') or [args.get('arch')])[0]
+        column['model'] = (arguments.get('peers') or [arguments.get('arch')])[0]
     if kind == 'student':
         column['teacher_sha256'] = (provenance.get('teacher') or {}).get('sha256')
-    recipe = {key: _plain(args.get(key)) for key in RECIPE_KEYS if key in args}
+    recipe = {key: _plain(arguments.get(key)) for key in RECIPE_KEYS if key in arguments}
     if provenance.get('precision'):
         recipe['precision'] = provenance['precision']
     recipe['processes'] = provenance.get('processes', 1)
     skip = INFRA | set(COLUMN_KEYS[kind]) | set(OTHER_KEYS[kind]) | set(RECIPE_KEYS)
-    flags = args.get('method_flags')
+    flags = arguments.get('method_flags')
     if kind == 'student' and isinstance(flags, dict):
         keys = ['gamma', 'alpha', 'beta', *flags]
     else:
-        keys = [key for key in args if key not in skip]
-    settings = {key: _plain(args.get(key)) for key in dict.fromkeys(keys) if key not in skip}
+        keys = [key for key in arguments if key not in skip]
+    settings = {key: _plain(arguments.get(key)) for key in dict.fromkeys(keys) if key not in skip}
     defaults = {}
-    resolved = args.get('run_defaults')
+    resolved = arguments.get('run_defaults')
     if isinstance(resolved, dict):
         defaults = {key: _plain(resolved.get(key)) for key in (*recipe, *settings) if key in resolved}
         defaults['processes'] = 1
@@ -101,7 +123,7 @@ def describe_run(args, provenance=None):
             defaults['precision'] = provenance['precision_default']
     names = dict(flags) if isinstance(flags, dict) else {}
     names.update({'gamma': 'r', 'alpha': 'a', 'beta': 'b'} if kind == 'student' else {})
-    return dict(kind=kind, method=method_of(args, kind), column=column, recipe=recipe, settings=settings,
+    return dict(kind=kind, method=method_of(arguments, kind), column=column, recipe=recipe, settings=settings,
                 defaults=defaults, names={k: v for k, v in names.items() if k in settings})
 
 

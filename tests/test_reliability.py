@@ -23,6 +23,7 @@ from helper.checkpoint import atomic_save, atomic_write
 from helper.class_centers import write_centers
 from helper.errors import KDZooError, run_cli
 from helper.logger import RunLogger
+import engine.run
 from engine.loop import Trainer
 from helper.run_files import RunFiles
 
@@ -334,7 +335,7 @@ def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume_auto(teach
 
     def no_data(*args, **kwargs):
         raise AssertionError('data were read for a run that had finished')
-    monkeypatch.setattr(train_student, 'devices_and_data', no_data)
+    monkeypatch.setattr(engine.run, 'devices_and_data', no_data)
     with pytest.raises(KDZooError, match=r"already finished 2 of 2 epochs; nothing to resume \(pass a larger "
                                          r"--epochs to train on\)"):
         train_student.main([*argv, '--resume', 'auto'])
