@@ -266,10 +266,11 @@ def test_a_member_with_a_non_finite_loss_stops_and_the_others_go_on(cifar, tmp_p
 
 
 def test_multi_process_pack_follows_the_one_process_pack(tmp_path):
-    """Two gloo processes (spawned, --sync-bn) train the pack as one process does, to float rounding: with
-    this untrained teacher CRD's single run itself moves by up to 4e-5 between one and two processes
-    (the order of float sums), hence atol 1e-4 here (kd agrees to 1e-6)."""
-    from test_distributed import TINY, assert_close_tree, last_checkpoint, run, two_processes
+    """Two gloo processes (spawned, --sync-bn) train the pack as one process does, to the end-to-end tolerance
+    of tests/test_distributed.py: CRD's single run itself parts between one and two processes where a
+    pre-activation within rounding of zero lands on the other side of its ReLU (4e-5 on one CPU, 8e-4 on
+    another), so the weights are compared to WEIGHTS_ATOL (a wrong step parts by 2e-2); the loss stays tight."""
+    from test_distributed import TINY, WEIGHTS_ATOL, assert_close_tree, last_checkpoint, run, two_processes
     data = write_fake_cifar100(str(tmp_path / 'data'), n_train=128, n_test=48)
     teacher = random_teacher(tmp_path, 'resnet8', 100)
     argv = ['--path_t', teacher, '--model_s', 'resnet8', '--distill', 'kd,crd', *TINY, '--data_folder', data,
@@ -280,8 +281,8 @@ def test_multi_process_pack_follows_the_one_process_pack(tmp_path):
     for run_name in runs(tmp_path / 'one'):
         one, two = (last_checkpoint(tmp_path / root / 'students' / 'models' / run_name) for root in ('one', 'two'))
         for key, value in one['model'].items():
-            torch.testing.assert_close(value, two['model'][key], rtol=1e-3, atol=1e-4)
-        assert_close_tree(one['kdzoo']['objective'], two['kdzoo']['objective'], 'objective')
+            torch.testing.assert_close(value, two['model'][key], rtol=1e-3, atol=WEIGHTS_ATOL)
+        assert_close_tree(one['kdzoo']['objective'], two['kdzoo']['objective'], 'objective', WEIGHTS_ATOL)
         assert one['kdzoo']['history'][0]['train_loss'] == pytest.approx(two['kdzoo']['history'][0]['train_loss'],
                                                                           rel=1e-4)
     assert runs(tmp_path / 'one') == runs(tmp_path / 'two') and len(runs(tmp_path / 'one')) == 2
