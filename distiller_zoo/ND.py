@@ -56,7 +56,7 @@ from .DIST import DISTDistiller
 from .DKD import DKD
 from .KD import KD
 from .ReviewKD import ReviewKD
-from .base import DISTILLERS, register
+from .registry import DISTILLERS, register
 
 __all__ = ['nd_loss', 'EmbTrans', 'class_centers', 'compute_centers', 'teacher_fingerprint',
            'default_centers_path', 'centers_record', 'write_centers', 'read_centers', 'check_centers', 'NDMixin',
