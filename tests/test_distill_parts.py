@@ -1,12 +1,17 @@
-"""The parts distiller_zoo/ is split into: the registry of names, a method's flags (``MethodFlags``) and the
-first stage of two-stage methods (``TwoStage``)."""
+"""The parts distiller_zoo/ is split into: the registry of names, a method's flags (``MethodFlags``), the
+first stage of two-stage methods (``TwoStage``), and the teacher side (``run_teacher`` and the merged passes
+a pack runs)."""
 import argparse
 
 import pytest
+import torch
 
 import distiller_zoo
 from distiller_zoo import DISTILLERS, Distiller, TwoStage
 from distiller_zoo.flags import MethodFlags, add_loss_weights, add_method_arguments, settle
+from distiller_zoo.teacher import TeacherRequest, run_teacher, served_output, shared_passes
+from dataset.batches import Batch
+from models import model_dict
 
 TWO_STAGE = {'abound', 'factor', 'fsp', 'sskd'}
 
@@ -29,3 +34,51 @@ def test_init_epochs_not_given_is_the_methods_default_and_only_two_stage_methods
     parser = add_method_arguments(argparse.ArgumentParser())
     add_loss_weights(parser)
     assert ('init_epochs' in DISTILLERS[name].flag_dests(parser)) == (name in TWO_STAGE)
+
+
+def requests():
+    return [TeacherRequest(), TeacherRequest(True), TeacherRequest(True, True), TeacherRequest(views=('strong',)),
+            TeacherRequest(True, True, ('strong',)), TeacherRequest(True, view='strong'),
+            TeacherRequest(True, needed=False)]
+
+
+@pytest.mark.parametrize('request_', requests())
+def test_a_single_request_is_its_own_and_only_pass(request_):
+    """A single run is a pack of one: the merged passes of one request are that request's own pass."""
+    if not request_.needed:
+        assert shared_passes([request_]) == []
+    else:
+        assert shared_passes([request_]) == [request_]
+
+
+def test_merged_passes_serve_every_request_exactly_as_run_teacher_does():
+    torch.manual_seed(0)
+    teacher = model_dict['resnet8'](num_classes=10).eval()
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), images_strong=torch.randn(4, 3, 32, 32))
+    passes = shared_passes(requests())
+    assert len(passes) == 3  # plain features (with the strong view's logits), pre-ReLU, the strong view's main pass
+    outputs = [run_teacher(teacher, batch, p) for p in passes]
+    for request in requests():
+        mine, alone = served_output(request, passes, outputs), run_teacher(teacher, batch, request)
+        if alone is None:
+            assert mine is None
+            continue
+        assert torch.equal(mine.logits, alone.logits)
+        assert len(mine.feats or []) == len(alone.feats or [])
+        assert all(torch.equal(a, b) for a, b in zip(mine.feats or [], alone.feats or []))
+        assert mine.views.keys() == alone.views.keys()
+        assert all(torch.equal(mine.views[v].logits, alone.views[v].logits) for v in mine.views)
+
+
+def test_a_packs_shared_teacher_runs_every_pass_through_run_teacher(monkeypatch):
+    """engine/pack.py keeps no teacher pass of its own: each merged pass is one ``run_teacher`` call."""
+    import engine.pack
+    torch.manual_seed(0)
+    teacher = model_dict['resnet8'](num_classes=10).eval()
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), images_strong=torch.randn(4, 3, 32, 32))
+    calls = []
+    monkeypatch.setattr(engine.pack, 'run_teacher',
+                        lambda net, data, request: calls.append(request) or run_teacher(net, data, request))
+    shared = engine.pack.SharedTeacher(teacher)
+    shared.compute(batch, requests())
+    assert calls == shared_passes(requests()) and shared.passes == 4  # three passes and the strong view's logits
