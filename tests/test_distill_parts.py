@@ -1,6 +1,6 @@
 """The parts distiller_zoo/ is split into: the registry of names, a method's flags (``MethodFlags``), the
-first stage of two-stage methods (``TwoStage``), and the teacher side (``run_teacher`` and the merged passes
-a pack runs)."""
+first stage of two-stage methods (``TwoStage``), the teacher side (``run_teacher`` and the merged passes a
+pack runs) and the derived '++' variants the package registers once every method file is imported."""
 import argparse
 
 import pytest
@@ -8,9 +8,11 @@ import torch
 
 import distiller_zoo
 from distiller_zoo import DISTILLERS, Distiller, TwoStage
+from distiller_zoo.ND import NDMixin, register_plus_plus_variants
 from distiller_zoo.flags import MethodFlags, add_loss_weights, add_method_arguments, settle
 from distiller_zoo.teacher import TeacherRequest, run_teacher, served_output, shared_passes
 from dataset.batches import Batch
+from helper.registry import Registry
 from models import model_dict
 
 TWO_STAGE = {'abound', 'factor', 'fsp', 'sskd'}
@@ -82,3 +84,29 @@ def test_a_packs_shared_teacher_runs_every_pass_through_run_teacher(monkeypatch)
     shared = engine.pack.SharedTeacher(teacher)
     shared.compute(batch, requests())
     assert calls == shared_passes(requests()) and shared.passes == 4  # three passes and the strong view's logits
+
+
+def test_the_package_registers_a_plus_plus_for_each_logit_method_once_all_files_are_in():
+    assert {'mkl++', 'ntce++'} <= set(DISTILLERS)
+    assert all(issubclass(DISTILLERS[f'{name}++'], NDMixin) for name, cls in DISTILLERS.items()
+               if name == cls.name and not cls.needs_feats and not issubclass(cls, NDMixin))
+
+    registry = Registry('--distill')
+
+    @registry.register('logits')
+    class Logits(Distiller):
+        pass
+
+    @registry.register('maps')
+    class Maps(Distiller):
+        needs_feats = True
+
+    register_plus_plus_variants(registry)
+    register_plus_plus_variants(registry)  # a second call finds nothing left to add
+    assert sorted(registry) == ['logits', 'logits++', 'maps']
+    assert issubclass(registry['logits++'], Logits) and issubclass(registry['logits++'], NDMixin)
+
+
+def test_nd_imports_no_sibling_modules_by_itself():
+    source = open(distiller_zoo.ND.__file__).read()
+    assert 'importlib' not in source and 'pkgutil' not in source
