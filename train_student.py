@@ -16,7 +16,8 @@ import os
 import sys
 
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import add_loss_weights, add_method_arguments, method_name, settle
+from distiller_zoo.flags import add_loss_weights, add_method_arguments, settle
+from distiller_zoo.registry import method_name
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
 from engine.pack import train_pack

@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from helper.precision import at_least_fp32
 from models.util import Connector
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
+from .two_stage import TwoStage
 
 __all__ = ['ABLoss', 'Connector', 'AB']
 
@@ -43,13 +45,12 @@ class ABLoss(nn.Module):
 
 
 @register('abound')
-class AB(Distiller):
+class AB(TwoStage, Distiller):
     """Two stages, modules and modes as RepDistiller's train_student.py, helper/pretrain.py and loops.py."""
     needs_feats = True
     preact = True
     default_weights = (1.0, 0.0, 1.0)
     init_stage_only = ('connector',)
-    reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

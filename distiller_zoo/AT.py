@@ -6,7 +6,8 @@ squares over the batch and the positions, on ``feats[1:-1]`` of both networks.
 import torch.nn.functional as F
 
 from helper.precision import full_precision
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 from .pairs import PairwiseLoss, match_height
 
 __all__ = ['Attention', 'AT']

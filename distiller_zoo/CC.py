@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 
 __all__ = ['Correlation', 'LinearEmbed', 'CC']
 

@@ -9,7 +9,8 @@ import argparse
 
 from crd.criterion import CRDLoss
 from dataset.batches import ContrastSpec
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 
 __all__ = ['CRDLoss', 'CRD']
 

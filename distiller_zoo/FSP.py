@@ -13,8 +13,10 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
-from .base import Distiller, register
+from .base import Distiller
 from .pairs import check_one_to_one
+from .registry import register
+from .two_stage import TwoStage
 
 __all__ = ['FSP', 'FSPDistiller']
 
@@ -61,11 +63,10 @@ class FSP(nn.Module):
 
 
 @register('fsp')
-class FSPDistiller(Distiller):
+class FSPDistiller(TwoStage, Distiller):
     """Two stages, modules and modes as RepDistiller's train_student.py, helper/pretrain.py and loops.py."""
     needs_feats = True
     default_weights = (1.0, 0.0, 50.0)
-    reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

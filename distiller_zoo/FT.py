@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from helper.precision import at_least_fp32
 from models.util import Paraphraser, Translator
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
+from .two_stage import TwoStage
 
 __all__ = ['FactorTransfer', 'Paraphraser', 'Translator', 'FT']
 
@@ -45,12 +47,11 @@ class FactorTransfer(nn.Module):
 
 
 @register('factor')
-class FT(Distiller):
+class FT(TwoStage, Distiller):
     """Two stages, modules and modes as RepDistiller's train_student.py, helper/pretrain.py and loops.py."""
     needs_feats = True
     default_weights = (1.0, 0.0, 200.0)
     init_stage_only = ('paraphraser',)
-    reads_flags = ('init_epochs',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)

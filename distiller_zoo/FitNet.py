@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from models.util import ConvReg
 from helper.errors import KDZooError
 from helper.precision import full_precision
-from .base import Distiller, check_layer, register
+from .base import Distiller, check_layer
+from .registry import register
 
 __all__ = ['HintLoss', 'FitNet']
 

@@ -1,7 +1,8 @@
 """KD: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network" (2015)."""
 import torch.nn as nn
 
-from .base import Distiller, kd_loss, register
+from .base import Distiller, kd_loss
+from .registry import register
 
 __all__ = ['DistillKL', 'KD']
 

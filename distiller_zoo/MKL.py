@@ -8,7 +8,9 @@ factors. f = 0 is plain KD, f > 0 gives the non-target classes more of the softe
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
-from .base import Distiller, add_ramp_arguments, kd_loss, register, settle_ramp
+from .base import Distiller, kd_loss
+from .flags import add_ramp_arguments, settle_ramp
+from .registry import register
 
 __all__ = ['mkl_loss', 'parse_factors', 'MKL']
 

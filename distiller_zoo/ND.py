@@ -16,7 +16,8 @@ Linear), trained with it and used for the ND term alone: the student's logits ne
   * kd++ (nd_kd), dkd++ (nd_dkd), dist++ (nd_dist), reviewkd++ (nd_reviewkd) default to the weights of ND's
     scripts for the pair; a pair those scripts do not list gets their resnet32x4 -> resnet8x4 values;
   * every other logit-only method (``needs_feats`` False; mkl++ and ntce++ today) gets a ``++`` as well,
-    with that method's own defaults and --nd_weight 1.
+    with that method's own defaults and --nd_weight 1 (``register_plus_plus_variants``, which the package's
+    ``__init__`` calls once every method file is imported).
 Warm-up: ND multiplies its KD-type term by min(e / 20, 1) with a 0-based epoch e, so its first epoch has
 no KD term. Our epochs are 1-based and our epoch k is ND's epoch k - 1, so the ++ methods multiply every
 term of the base method except CE by min((epoch - 1) / --nd_warmup, 1). The base's own warm-up (the
@@ -40,9 +41,6 @@ Where this differs from the ND code:
   * ND's SGD is Nesterov's; here that is the shared --nesterov flag (scripts/run_nd_table.sh passes it).
 """
 import argparse
-import importlib
-import pkgutil
-import sys
 
 import torch
 import torch.nn as nn
@@ -56,7 +54,7 @@ from .DIST import DISTDistiller
 from .DKD import DKD
 from .KD import KD
 from .ReviewKD import ReviewKD
-from .base import DISTILLERS, register
+from .registry import register
 
 __all__ = ['nd_loss', 'EmbTrans', 'class_centers', 'compute_centers', 'teacher_fingerprint',
            'default_centers_path', 'centers_record', 'write_centers', 'read_centers', 'check_centers', 'NDMixin',
@@ -275,15 +273,9 @@ class ReviewKDPlusPlus(NDMixin, ReviewKD):
         return 1.0, 0.0, review_weight
 
 
-def _add_plus_plus_to_logit_methods():
-    """Register '<name>++' for every logit-only method of the package. The package's other files are imported
-    first, so methods in files that sort after this one get theirs too."""
-    package = sys.modules[__package__]
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f'{__package__}.{info.name}')
-    for name, cls in list(DISTILLERS.items()):
-        if name == cls.name and not cls.needs_feats and f'{name}++' not in DISTILLERS:
-            register(f'{name}++')(nd_variant(cls))
-
-
-_add_plus_plus_to_logit_methods()
+def register_plus_plus_variants(registry):
+    """Register '<name>++' in ``registry`` for every logit-only method it holds that has none yet. The
+    package's ``__init__`` calls it once, after it has imported every method file."""
+    for name, cls in list(registry.items()):
+        if name == cls.name and not cls.needs_feats and f'{name}++' not in registry:
+            registry.register(f'{name}++')(nd_variant(cls))

@@ -28,9 +28,12 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from .deploy import register_deploy
+from models.features import run_network
 from models.registry import build_model
 from .CRD import ContrastiveTerm
-from .base import Distiller, TeacherRequest, register, run_network
+from .base import Distiller
+from .registry import register
+from .teacher import TeacherRequest
 
 __all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
            'NORM', 'NORMKD', 'NORMCRD']

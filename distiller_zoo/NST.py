@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from helper.precision import full_precision
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 from .pairs import PairwiseLoss, match_height
 
 __all__ = ['NSTLoss', 'NST']

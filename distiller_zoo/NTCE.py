@@ -15,8 +15,9 @@ The strong view is the data's (``Batch.images_strong``): on CIFAR-100 and digits
 the in-memory images, on ImageNet folders a second random-resized crop and flip (PIL workers or DALI), each
 then through the reference's two random operations and Cutout on the device (dataset/strong_augment.py).
 """
+from models.features import NetOutput
 from .MKL import MKL, mkl_loss
-from .base import NetOutput, register
+from .registry import register
 
 __all__ = ['NTCE']
 

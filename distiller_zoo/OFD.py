@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 from .pairs import MapwiseModules
 
 __all__ = ['ofd_margin', 'ofd_feat_loss', 'ConnectorConvBN', 'OFD']

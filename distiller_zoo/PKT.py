@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from helper.precision import full_precision
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 
 __all__ = ['PKT', 'PKTDistiller']
 

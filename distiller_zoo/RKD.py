@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from helper import distributed
 from helper.errors import KDZooError
 from helper.precision import full_precision
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 
 __all__ = ['RKDLoss', 'RKD']
 

@@ -22,7 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.precision import at_least_fp32
-from .base import Distiller, add_ramp_arguments, register, settle_ramp
+from .base import Distiller
+from .flags import add_ramp_arguments, settle_ramp
+from .registry import register
 
 __all__ = ['ABF', 'hcl_loss', 'ReviewKD']
 

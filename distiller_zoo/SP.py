@@ -2,7 +2,8 @@
 import torch.nn.functional as F
 
 from helper.precision import full_precision
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 from .pairs import PairwiseLoss
 
 __all__ = ['Similarity', 'SP']

@@ -7,7 +7,9 @@ teacher's frozen classifier makes of the transferred feature (gradients pass thr
 The student keeps and trains its own classifier with CE and KD (``-c 1 -d 1 -b 1``) and predicts with it.
 """
 from models.util import SRRL
-from .base import Borrowed, Distiller, register
+from .base import Distiller
+from .registry import register
+from .teacher import Borrowed
 from .FitNet import HintLoss
 from .SimKD import teacher_classifier
 

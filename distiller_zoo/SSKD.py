@@ -39,7 +39,11 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from dataset.batches import VIEWS, rotated_views  # noqa: F401  (rotated_views: part of this module's API)
-from .base import Distiller, NetOutput, TeacherRequest, register
+from models.features import NetOutput
+from .base import Distiller
+from .registry import register
+from .teacher import TeacherRequest
+from .two_stage import TwoStage
 
 __all__ = ['SSKD', 'SSHead', 'rotated_views', 'kept_rows', 'selected_kd', 'view_similarity']
 
@@ -118,13 +122,12 @@ def selected_kd(logits_s, logits_t, keep, temperature):
 
 
 @register('sskd')
-class SSKD(Distiller):
+class SSKD(TwoStage, Distiller):
     """SSKD: the student and both SS heads; ``run_networks`` runs the networks on the four views."""
     needs_feats = True
     default_weights = (0.1, 0.9, 10.0)  # student.py: --ce-weight, --kd-weight, --ss-weight
     init_stage_only = ('t_head',)
     init_epochs = 60  # student.py's --t-epoch
-    reads_flags = ('init_epochs',)
 
     @classmethod
     def rewrite_argv(cls, argv):

@@ -14,7 +14,8 @@ from helper import distributed
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32, full_precision
 from models.util import SelfA
-from .base import Distiller, register
+from .base import Distiller
+from .registry import register
 
 __all__ = ['SemCKDLoss', 'SemCKDDistiller']
 

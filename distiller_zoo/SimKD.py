@@ -10,7 +10,9 @@ Here the projector factor must divide the teacher's channel count (the repo roun
 from helper.errors import KDZooError
 from distiller_zoo.deploy import SimKDNetwork, simkd_pool_to
 from models.util import SimKD
-from .base import Borrowed, Distiller, register
+from .base import Distiller
+from .registry import register
+from .teacher import Borrowed
 from .FitNet import HintLoss
 
 __all__ = ['SimKDDistiller']

@@ -20,7 +20,9 @@ from types import SimpleNamespace
 import torch
 
 from helper.errors import KDZooError
-from .base import DISTILLERS, add_loss_weights, add_method_arguments, method_name, probe_networks, settle
+from .flags import add_loss_weights, add_method_arguments, settle
+from .registry import DISTILLERS, method_name
+from .teacher import probe_networks
 
 __all__ = ['build_distiller', 'method_flags']
 

@@ -4,8 +4,9 @@ SimKD's student runs through a projector and the teacher's classifier; NORM's fo
 transform into the classifier. train_student.py saves such a network as ``<student>_deploy.pth`` =
 ``{'model': state_dict, 'deploy': meta}``, where ``meta['kind']`` names a builder registered here
 and the rest of ``meta`` is what the builder needs. tools/eval.py rebuilds and evaluates it with no
-teacher around. Builders that live beside their method (NORM's) register when ``distiller_zoo`` is
-imported, which ``build_deployed`` does.
+teacher around. Builders that live beside their method (NORM's) are registered by the time this module
+can be used: importing ``distiller_zoo.deploy`` runs the package's ``__init__`` first, which imports every
+method file.
 """
 import copy
 
@@ -29,7 +30,6 @@ def register_deploy(kind):
 
 
 def build_deployed(meta):
-    import distiller_zoo  # noqa: F401  (registers the builders kept in method files)
     kind = meta.get('kind')
     if kind not in BUILDERS:
         raise CheckpointError(f"this deployed checkpoint is of kind '{kind}', which this version cannot build "

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distiller_zoo.base import run_teacher
+from distiller_zoo.teacher import run_teacher
 from helper.errors import CheckpointError
 from engine.loop import evaluate_predictions
 

@@ -34,6 +34,7 @@ import random
 import numpy as np
 import torch
 
+from distiller_zoo.teacher import run_teacher, served_output, shared_passes
 from engine.pack_args import shared_data_options
 from engine.run import RunContext, main_stage_trainer, open_logger
 from engine.setup import count_parameters, devices_and_data, recorded_seed, run_seed, synchronise_batchnorm
@@ -45,17 +46,16 @@ from helper.errors import DiskFullError, KDZooError, NonFiniteLossError
 from helper.provenance import RunRecord
 from helper.run_files import refuse_finished
 from helper.runtime import autocast, memory_format
-from models.features import NetOutput, run_network
 
 # ---- what the members share ---------------------------------------------------------------------------
 class SharedTeacher:
     """The teacher's outputs for the current batch, computed once for every member that reads them.
 
-    ``compute`` runs the union of the requests: per input (the training images, or a request's own
-    ``view`` where requests carry one) one pass with features if any member reads them (else logits
-    only) and a second with pre-ReLU maps only if some member reads those; each extra view once; nothing
-    for requests that are not ``needed`` (where requests carry that field). ``outputs(batch, request)``
-    is then what ``run_teacher(teacher, batch, request)`` would return."""
+    ``compute`` runs the union of the requests, ``shared_passes`` of them (distiller_zoo/teacher.py): per
+    input, one pass with features if any member reads them (else logits only) and a second with pre-ReLU
+    maps only if some member reads those; each extra view once; nothing for requests that are not
+    ``needed``. Every pass is ``run_teacher``'s, the function a single run calls, so
+    ``outputs(batch, request)`` is what ``run_teacher(teacher, batch, request)`` would return."""
 
     def __init__(self, teacher):
         self.teacher = teacher
@@ -63,45 +63,18 @@ class SharedTeacher:
         self.clear()
 
     def clear(self):
-        self._images, self._out, self._views = None, {}, {}
+        self._images, self._passes, self._outputs = None, [], []
 
-    @torch.no_grad()
     def compute(self, batch, requests):
-        needed = [r for r in requests if _needed(r)]
-        for view in sorted({_view(r) for r in needed}, key=str):
-            mine = [r for r in needed if _view(r) == view]
-            images = batch.images if view is None else batch.view(view)
-            plain_feats = any(r.feats and not r.preact for r in mine)
-            preact_feats = any(r.feats and r.preact for r in mine)
-            if plain_feats or (any(not r.feats for r in mine) and not preact_feats):
-                self._out[view, False] = run_network(self.teacher, images, plain_feats, False)
-                self.passes += 1
-            if preact_feats:
-                self._out[view, True] = run_network(self.teacher, images, True, True)
-                self.passes += 1
-        for view in sorted({view for r in needed for view in r.views}):
-            self._views[view] = NetOutput(self.teacher(batch.view(view)))
-            self.passes += 1
+        self._passes = shared_passes(requests)
+        self._outputs = [run_teacher(self.teacher, batch, request) for request in self._passes]
+        self.passes += sum(1 + len(request.views) for request in self._passes)
         self._images = batch.images
 
     def outputs(self, batch, request):
         if batch.images is not self._images:
             raise RuntimeError("SharedTeacher.outputs asked for a batch it has not computed")
-        if not _needed(request):
-            return None
-        view = _view(request)
-        if request.feats:
-            source = self._out[view, request.preact]
-        else:  # the logits are the same with or without features, plain or pre-ReLU
-            source = self._out.get((view, False)) or self._out[view, True]
-        return NetOutput(source.logits, source.feats if request.feats else None,
-                         views={name: self._views[name] for name in request.views})
-
-
-def _view(request):
-    """The input a request's main pass reads (None: the training images); requests without the field
-    read the training images."""
-    return getattr(request, 'view', None)
+        return served_output(request, self._passes, self._outputs)
 
 
 def _needed(request):

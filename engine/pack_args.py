@@ -59,12 +59,11 @@ def split_members(distill, model_s, parser):
 
 
 def member_spec(text, model_s, parser):
-    method, *options = text.split(':')
-    if method not in DISTILLERS:
-        close = difflib.get_close_matches(method, list(DISTILLERS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ''
-        raise KDZooError(f"pack member '{text}': unknown method '{method}'{hint}; known: "
-                         f"{', '.join(sorted(DISTILLERS))}")
+    written, *options = text.split(':')
+    try:  # the single run's lookup: any case, mdistiller's names ('KD,DKD' packs as kd and dkd)
+        method = DISTILLERS.lookup(written, '--distill')
+    except KDZooError as err:
+        raise KDZooError(f"pack member '{text}': {err}") from None
     flags = []
     for option in options:
         key, has_value, value = option.partition('=')

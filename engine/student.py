@@ -5,7 +5,7 @@ import argparse
 import os
 
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import probe_networks
+from distiller_zoo.teacher import probe_networks
 from engine.loop import Trainer, evaluate_predictions
 from engine.objective import DistillObjective, InitStageObjective
 from engine.setup import sgd

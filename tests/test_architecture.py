@@ -164,14 +164,7 @@ def circles(graph):
 
 # Imports that close a circle today, each with its reason and who removes it; the checker fails on any other
 # circle, and on an entry here that no longer exists (delete it then).
-KNOWN_CIRCLE_EDGES = {
-    # build_deployed imports the package so that the deploy builders kept in method files (NORM's) are
-    # registered; distiller_zoo/__init__ imports deploy.py among its modules. Owner: distiller_zoo.
-    ('distiller_zoo.deploy', 'distiller_zoo'),
-    # ND.py imports its sibling modules to make the '<method>++' variants; issue 18 item 5 moves that into
-    # the package's __init__ (another branch): delete this entry when it lands.
-    ('distiller_zoo.ND', 'distiller_zoo.*'),
-}
+KNOWN_CIRCLE_EDGES = set()  # none today
 
 
 def test_no_import_circles():

@@ -14,7 +14,7 @@ from models.features import run_network
 from helper.errors import KDZooError
 from models import model_dict
 from models.util import ConvReg
-from distiller_zoo.base import probe_networks
+from distiller_zoo.teacher import probe_networks
 
 
 # ---------------------------------------------------------------- independent NumPy formulas

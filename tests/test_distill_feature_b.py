@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train_student
-from distiller_zoo.base import probe_networks
+from distiller_zoo.teacher import probe_networks
 from crd.criterion import CRDLoss, ContrastLoss
 from crd.memory import SCORE_EVERY_ROW, ContrastMemory
 from dataset.batches import Batch, ContrastSpec

@@ -8,9 +8,9 @@ import torch
 from scipy.stats import norm, truncnorm
 
 import train_student
-from distiller_zoo.base import probe_networks
+from distiller_zoo.teacher import probe_networks, run_teacher
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import kd_loss, run_teacher
+from distiller_zoo.base import kd_loss
 from distiller_zoo.DIST import DIST
 from distiller_zoo.DKD import dkd_loss, dkd_parts
 from distiller_zoo.OFD import ofd_feat_loss, ofd_margin

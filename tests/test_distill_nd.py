@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import train_student
-from distiller_zoo.base import probe_networks
+from distiller_zoo.teacher import probe_networks
 from dataset import build_data
 from dataset.batches import Batch
 from dataset.memory import InMemoryLoader
@@ -24,7 +24,8 @@ from distiller_zoo import DISTILLERS
 from distiller_zoo.DKD import dkd_loss
 from distiller_zoo.ND import (EmbTrans, NDMixin, centers_record, check_centers, class_centers, compute_centers,
                               nd_loss, read_centers, teacher_fingerprint, write_centers)
-from distiller_zoo.base import kd_loss, run_network
+from distiller_zoo.base import kd_loss
+from models.features import run_network
 from helper.errors import KDZooError, run_cli
 from engine.setup import sgd
 from models import model_dict

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import train_student
-from distiller_zoo.base import probe_networks, run_network
+from distiller_zoo.teacher import probe_networks
+from models.features import run_network
 from dataset.batches import Batch, DataBundle
 from distiller_zoo import DISTILLERS
 from distiller_zoo.NORM import fold_norm_checkpoint, norm_epoch_weight, norm_logits, norm_loss

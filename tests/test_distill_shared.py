@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distiller_zoo import build_distiller
-from distiller_zoo.base import add_method_arguments, add_ramp_arguments, settle_ramp
+from distiller_zoo.flags import add_method_arguments, add_ramp_arguments, settle_ramp
 from helper.errors import KDZooError
 from models import model_dict
 

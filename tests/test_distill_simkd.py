@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 import tools.eval
 import train_student
-from distiller_zoo.base import probe_networks, run_network
+from distiller_zoo.teacher import probe_networks
+from models.features import NetOutput, run_network
 from dataset import build_data
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import NetOutput, kd_loss
+from distiller_zoo.base import kd_loss
 from helper import distributed
 from helper.errors import KDZooError
 from engine.objective import DistillObjective

@@ -17,7 +17,7 @@ from helper.errors import KDZooError
 from engine.objective import DistillObjective, InitStageObjective
 from models import model_dict
 from dataset.batches import Batch
-from distiller_zoo.base import probe_networks, run_teacher
+from distiller_zoo.teacher import probe_networks, run_teacher
 
 from conftest import small_digits_fixture, train_digits_teacher
 

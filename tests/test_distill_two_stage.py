@@ -171,7 +171,7 @@ def method_args(model_s='resnet8', dataset='cifar100', learning_rate=0.05):
 
 @torch.no_grad()
 def probes(name_s, name_t, preact):
-    """Both networks and their eval-mode outputs on two random images, as base.probe_networks makes them."""
+    """Both networks and their eval-mode outputs on two random images, as teacher.probe_networks makes them."""
     student, teacher = model_dict[name_s](num_classes=10).eval(), model_dict[name_t](num_classes=10).eval()
     images = torch.randn(2, 3, 32, 32)
     return student, teacher, run_network(student, images, True, preact), run_network(teacher, images, True, preact)

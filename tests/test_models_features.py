@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distiller_zoo.base import run_network
+from models.features import run_network
 from models import imagenet_model_dict, model_dict
 from models.features import FeatureNet
 

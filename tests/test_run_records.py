@@ -13,7 +13,8 @@ import train_teacher
 from dataset import build_data
 from dataset.batches import fingerprint_files
 from distiller_zoo import DISTILLERS
-from distiller_zoo.base import Distiller, add_method_arguments
+from distiller_zoo.base import Distiller
+from distiller_zoo.flags import add_method_arguments
 from helper import console
 from models.weights import load_weights
 from helper.errors import KDZooError
