@@ -16,6 +16,7 @@ Papers differ in the epoch they report (RepDistiller: last; ND, NORM: best), so 
 runs are listed below, not averaged; an unreadable metrics.json is named in one line and left out.
 """
 import argparse
+import errno
 import glob
 import hashlib
 import json
@@ -374,7 +375,13 @@ def curve_figure(table, column):
 
 def plot_tables(tables, folder):
     import matplotlib.pyplot as plt
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    except OSError as err:
+        raise KDZooError(f"cannot write the plots into '{folder}' ({err.strerror or err}); pass --plots a "
+                         f"folder that can be written") from None
     written = []
     for table in tables:
         for column in table.columns:
@@ -385,8 +392,13 @@ def plot_tables(tables, folder):
                 name += '_' + (table.recipe if len(table.recipe) <= 40
                                else hashlib.sha256(table.recipe.encode()).hexdigest()[:8])
             path = os.path.join(folder, re.sub(r'[^A-Za-z0-9_.=,+-]+', '-', name) + '.png')
-            fig.savefig(path, dpi=120, bbox_inches='tight')
-            plt.close(fig)
+            try:
+                fig.savefig(path, dpi=120, bbox_inches='tight')
+            except OSError as err:
+                raise KDZooError(f"cannot write the plots into '{folder}' ({err.strerror or err}); pass --plots a "
+                                 f"folder that can be written") from None
+            finally:
+                plt.close(fig)
             written.append(path)
     return written
 
