@@ -85,6 +85,8 @@ def make_run(folder, metrics):
     record = metrics.get('run')
     if not isinstance(record, dict) or not {'kind', 'method', 'column', 'recipe', 'settings'} <= set(record):
         record = describe_run(metrics['args'], metrics.get('provenance'))  # recorded before 'run' existed
+    if record['kind'] == 'online' and (record.get('settings') or {}).get('one'):
+        record = dict(record, method='one')  # ONE runs record L-MCL's method name and their own 'one' flag
     run = Run(folder, metrics, record, str(metrics.get('status')))
     if run.status == 'finished':
         run.entries = entries_of(run)
@@ -94,14 +96,26 @@ def make_run(folder, metrics):
 def entries_of(run):
     m, record, column = run.metrics, run.record, run.record['column']
     history = m.get('history') or []
-    if record['kind'] != 'online':
+    if record['method'] == 'one':
+        # ONE: one network and its extra branches; branch 0, the deployed network, is the run's number (the
+        # official code's best_acc too), in a column of the network it shares with the --baseline runs
+        model = (column.get('peers') or [column['arch']])[0]
+        key = (f"{column['arch']} ×{record['settings'].get('num_branches')}", model)
+    elif record['kind'] != 'online':
         key = {'teacher': lambda: (column['model'],), 'baseline': lambda: (column['model'],),
                'student': lambda: (column['model_t'], column['model_s'], column.get('teacher_sha256'))}
-        curve = [(h['epoch'], h['val_top1']) for h in history]
-        last, best = float(m['last']['top1']), float(m['best']['top1'])
-        # a single network's 'released-code' number is its best epoch (the Baseline row of online tables)
-        return {key[record['kind']](): Entry(dict(last=last, best=best, released=best), curve)}
-    # online: one column per peer architecture, each the mean over the peers of that architecture
+        key = key[record['kind']]()
+    else:
+        return peer_entries(m, column, history)
+    curve = [(h['epoch'], h['val_top1']) for h in history]
+    last, best = float(m['last']['top1']), float(m['best']['top1'])
+    # a single network's 'released-code' number is its best epoch (the Baseline row of online tables)
+    return {key: Entry(dict(last=last, best=best, released=best), curve)}
+
+
+def peer_entries(m, column, history):
+    """An L-MCL or MCL run: one column per peer architecture, each the mean over the peers of that
+    architecture."""
     arch = f"{column['arch']} ×{column['number_net']}"
     by_model = defaultdict(list)
     for peer in m['peers']:
