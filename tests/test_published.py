@@ -112,3 +112,12 @@ def test_a_published_file_that_cannot_be_read_is_one_line(compared, tmp_path):
     from helper.errors import KDZooError
     with pytest.raises(KDZooError, match=r"--published '.*nope.csv' cannot be read"):
         report.main(['--save_root', root, '--published', str(tmp_path / 'nope.csv')])
+
+
+def test_help_names_every_default(capsys):
+    with pytest.raises(SystemExit):
+        report.main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for default in ('(default: ./save)', '(default: every data set)', '(default folder: <save_root>/plots)',
+                    '(default: tools/published_top1.csv)'):
+        assert default in text

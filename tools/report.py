@@ -528,8 +528,9 @@ def report(tables, unfinished):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--save_root', default='./save', help='folder searched for metrics.json, at any depth')
-    parser.add_argument('--dataset', default=None, help='only runs on this data set')
+    parser.add_argument('--save_root', default='./save',
+                        help='folder searched for metrics.json, at any depth (default: ./save)')
+    parser.add_argument('--dataset', default=None, help='only runs on this data set (default: every data set)')
     parser.add_argument('--plots', nargs='?', const='', default=None, metavar='FOLDER',
                         help='write a learning-curve PNG per table column (default folder: <save_root>/plots)')
     parser.add_argument('--published', default=PUBLISHED, metavar='CSV',
