@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes and tolerant reads (models/weights.py finds the weights inside).
+"""Checkpoint files: atomic writes, tolerant reads, the weights inside (models/weights.py loads them into a model).
 
 Files keep RepDistiller's keys (``model`` as a plain state_dict, ``epoch``, ``best_acc`` or
 ``accuracy``, ``optimizer``), so their tools read ours; exact-resume data sits under ``kdzoo``.
