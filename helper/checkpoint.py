@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes and tolerant reads (models/weights.py finds the weights inside).
+"""Checkpoint files: atomic writes, tolerant reads, the weights inside (models/weights.py loads them into a model).
 
 Files keep RepDistiller's keys (``model`` as a plain state_dict, ``epoch``, ``best_acc`` or
 ``accuracy``, ``optimizer``), so their tools read ours; exact-resume data sits under ``kdzoo``.
@@ -12,7 +12,7 @@ import socket
 import stat
 import tempfile
 import time
-import zipfile
+import warnings
 
 import torch
 
@@ -220,20 +220,67 @@ def check_file(path, flag):
 
 
 def load_checkpoint(path, flag='checkpoint'):
-    """Read a checkpoint onto the CPU, turning every way it can be broken into one clear error."""
+    """Read a checkpoint onto the CPU, turning every way it can be broken into one clear error.
+
+    Which exception the unpickler raises on a damaged file depends on its bytes (EOFError, KeyError,
+    IndexError, OverflowError, MemoryError, UnpicklingError, a zip error...), so any failure to read the
+    file is the same one-line CheckpointError; the unpickler's warnings (a protocol it does not know)
+    are dropped with a file it cannot read and kept with one it can.
+    """
     if not path:
         raise CheckpointError(f"no {flag} given")
     check_file(path, flag)
-    try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
         try:
-            return torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as err:
-            if 'weights_only' not in str(err) and 'Weights only' not in str(err):
-                raise
-            # Other repos store Python objects (numpy scalars, custom classes) next to the weights.
-            return torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            AttributeError, ModuleNotFoundError, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise CheckpointError(f"{flag} '{path}' is corrupt or truncated ({reason}); re-download it or "
-                              f"train it again") from None
+            checkpoint = _torch_load(path)
+        except Exception as err:  # noqa: BLE001  (see the docstring)
+            reason = str(err).splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{flag} '{path}' is corrupt or truncated ({reason}); re-download it or "
+                                  f"train it again") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return checkpoint
+
+
+def _torch_load(path):
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        if 'weights_only' not in str(err) and 'Weights only' not in str(err):
+            raise
+        # Other repos store Python objects (numpy scalars, custom classes) next to the weights.
+        return torch.load(path, map_location='cpu', weights_only=False)
+
+
+# Keys under which the repos we read keep the model's weights, most specific first.
+STATE_KEYS = ('model', 'state_dict', 'model_state_dict', 'net')
+
+
+def extract_state_dict(checkpoint, path='checkpoint'):
+    """The model weights inside a checkpoint of RepDistiller, SimKD, mdistiller, ND, MCL or ours."""
+    state = checkpoint
+    if isinstance(checkpoint, dict):
+        for key in STATE_KEYS:
+            if isinstance(checkpoint.get(key), dict):
+                state = checkpoint[key]
+                break
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"'{path}' holds no model weights (looked for a state_dict under "
+                              f"{', '.join(STATE_KEYS)}); is it a classification checkpoint?")
+    return _strip_prefixes(state)
+
+
+def _strip_prefixes(state):
+    """Remove DataParallel's 'module.' prefix, then keep the student of a whole distiller.
+
+    mdistiller's ``latest``, ``best`` and ``epoch_N`` files hold ``distiller.state_dict()`` of a
+    DataParallel-wrapped distiller: ``module.student.*``, ``module.teacher.*`` and the method's own
+    modules (``module.abfs.*`` ...). The student is what that run trained (its ``student_*`` files hold
+    exactly it), so it is the part to evaluate, to distil from, or to continue training.
+    """
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    if any(k.startswith('student.') for k in state):
+        state = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
+    return state

@@ -18,7 +18,7 @@ import os
 import sys
 
 from . import console
-from .checkpoint import atomic_write, format_bytes, load_checkpoint, remove_stale_temporaries
+from .checkpoint import atomic_write, extract_state_dict, format_bytes, load_checkpoint, remove_stale_temporaries
 from .errors import KDZooError
 
 # ':' cannot appear in Windows file names; the SimKD repo writes '~' there instead.
@@ -64,7 +64,8 @@ def refuse_finished(path, epochs):
     checkpoint = load_checkpoint(path, '--resume checkpoint')
     saved = checkpoint.get('kdzoo') if isinstance(checkpoint, dict) else None
     if not isinstance(saved, dict) or 'epoch' not in saved:
-        return  # not a resume checkpoint: Trainer.resume says so
+        extract_state_dict(checkpoint, path)  # a foreign checkpoint's weights, or one line before any folder
+        return  # not a resume checkpoint: Trainer.resume continues from its weights
     stage = saved.get('stage') or ('init' if path.endswith('_init.pth') else 'main')
     if stage != 'main' or saved['epoch'] < epochs:
         return

@@ -1,41 +1,6 @@
 """Model weights out of a checkpoint of RepDistiller, SimKD, mdistiller, ND, MCL or kdzoo, into a model."""
-import torch
-
-from helper.checkpoint import load_checkpoint
+from helper.checkpoint import STATE_KEYS, extract_state_dict, load_checkpoint  # noqa: F401  (read here)
 from helper.errors import CheckpointError
-
-# Keys under which the repos we read keep the model's weights, most specific first.
-STATE_KEYS = ('model', 'state_dict', 'model_state_dict', 'net')
-
-
-def extract_state_dict(checkpoint, path='checkpoint'):
-    """The model weights inside a checkpoint of RepDistiller, SimKD, mdistiller, ND, MCL or ours."""
-    state = checkpoint
-    if isinstance(checkpoint, dict):
-        for key in STATE_KEYS:
-            if isinstance(checkpoint.get(key), dict):
-                state = checkpoint[key]
-                break
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"'{path}' holds no model weights (looked for a state_dict under "
-                              f"{', '.join(STATE_KEYS)}); is it a classification checkpoint?")
-    return _strip_prefixes(state)
-
-
-def _strip_prefixes(state):
-    """Remove DataParallel's 'module.' prefix, then keep the student of a whole distiller.
-
-    mdistiller's ``latest``, ``best`` and ``epoch_N`` files hold ``distiller.state_dict()`` of a
-    DataParallel-wrapped distiller: ``module.student.*``, ``module.teacher.*`` and the method's own
-    modules (``module.abfs.*`` ...). The student is what that run trained (its ``student_*`` files hold
-    exactly it), so it is the part to evaluate, to distil from, or to continue training.
-    """
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    if any(k.startswith('student.') for k in state):
-        state = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
-    return state
-
 
 # The ND repo names two layers differently from RepDistiller: (their prefix, ours).
 ND_RENAMES = (('bn.', 'bn1.'), ('fc.', 'linear.'))

@@ -8,12 +8,12 @@ it. The result goes beside the checkpoint as <checkpoint without .pth>_center_em
 where train_student.py looks for it; the ++ methods compute the same file themselves when it is missing.
 """
 import argparse
-import os
 
 from dataset import DATASETS, build_data
 from distiller_zoo.ND import centers_record, compute_centers, default_centers_path, write_centers
 from models.weights import load_weights
-from helper.errors import CheckpointError, KDZooError, run_cli
+from helper.checkpoint import check_file
+from helper.errors import KDZooError, run_cli
 from helper.runtime import select_device
 from models.registry import build_model, check_model_name, model_name_from_path
 
@@ -37,8 +37,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.path_t:
         raise KDZooError("no teacher given; pass --path_t <teacher checkpoint>")
-    if not os.path.isfile(args.path_t):
-        raise CheckpointError(f"--path_t '{args.path_t}' does not exist; check the path")
+    check_file(args.path_t, '--path_t')  # missing, or a folder: said before any data is read
     model_t = args.model_t or model_name_from_path(args.path_t)
     if model_t is None:
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")

@@ -12,10 +12,14 @@ that differs from the data set's default names its table (``epochs=2``), a row i
 settings that differ from its defaults (``simkd f=8``), and one architecture's teacher files are columns of
 their own. Student tables' 'Teacher' row is the teacher file's test accuracy, 'Student' the vanilla runs
 (train_teacher.py) of the student with the same recipe; online tables' 'Baseline' the --baseline runs.
-Papers differ in the epoch they report (RepDistiller: last; ND, NORM: best), so both are printed. Unfinished
-runs are listed below, not averaged; an unreadable metrics.json is named in one line and left out.
+Papers differ in the epoch they report (RepDistiller: last; ND, NORM: best), so both are printed. Each table
+then sets the papers' numbers (tools/published_top1.csv, --published) beside ours, in the paper's own measure:
+mean ± std, trials, difference; --plots draws them as lines. Unfinished runs are listed below, not averaged; an
+unreadable metrics.json is named in one line and left out.
 """
 import argparse
+import csv
+import errno
 import glob
 import hashlib
 import json
@@ -38,6 +42,11 @@ MEASURES = {'teacher': ('last', 'best'), 'baseline': ('last', 'best'), 'student'
 MEASURE_TITLES = {'last': 'last epoch', 'best': 'best epoch',
                   'released': "best over all heads and epochs (the L-MCL code's number)"}
 SHORT_RUN_EPOCHS = 30  # curves of runs this short get a marker per epoch
+# The papers' top-1 of every cell the table scripts run (tests/test_published.py checks both ways).
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'published_top1.csv')
+# Which of our measures a paper's number is compared with: the same epoch rule. 'unstated': the paper does not
+# say, and its code keeps RepDistiller's convention (the last epoch) as far as kdzoo knows.
+MEASURE_OF_METRIC = {'last': 'last', 'best': 'best', 'released': 'released', 'unstated': 'last'}
 
 
 @dataclass
@@ -84,23 +93,43 @@ def make_run(folder, metrics):
     record = metrics.get('run')
     if not isinstance(record, dict) or not {'kind', 'method', 'column', 'recipe', 'settings'} <= set(record):
         record = describe_run(metrics['args'], metrics.get('provenance'))  # recorded before 'run' existed
+    record = normalised(record)
     run = Run(folder, metrics, record, str(metrics.get('status')))
     if run.status == 'finished':
         run.entries = entries_of(run)
     return run
 
 
+def normalised(record):
+    """ONE runs record L-MCL's method name beside their own 'one' setting: their method is 'one'."""
+    if record['kind'] == 'online' and (record.get('settings') or {}).get('one'):
+        return dict(record, method='one')
+    return record
+
+
 def entries_of(run):
     m, record, column = run.metrics, run.record, run.record['column']
     history = m.get('history') or []
-    if record['kind'] != 'online':
+    if record['method'] == 'one':
+        # ONE: one network and its extra branches; branch 0, the deployed network, is the run's number (the
+        # official code's best_acc too), in a column of the network it shares with the --baseline runs
+        model = (column.get('peers') or [column['arch']])[0]
+        key = (f"{column['arch']} ×{record['settings'].get('num_branches')}", model)
+    elif record['kind'] != 'online':
         key = {'teacher': lambda: (column['model'],), 'baseline': lambda: (column['model'],),
                'student': lambda: (column['model_t'], column['model_s'], column.get('teacher_sha256'))}
-        curve = [(h['epoch'], h['val_top1']) for h in history]
-        last, best = float(m['last']['top1']), float(m['best']['top1'])
-        # a single network's 'released-code' number is its best epoch (the Baseline row of online tables)
-        return {key[record['kind']](): Entry(dict(last=last, best=best, released=best), curve)}
-    # online: one column per peer architecture, each the mean over the peers of that architecture
+        key = key[record['kind']]()
+    else:
+        return peer_entries(m, column, history)
+    curve = [(h['epoch'], h['val_top1']) for h in history]
+    last, best = float(m['last']['top1']), float(m['best']['top1'])
+    # a single network's 'released-code' number is its best epoch (the Baseline row of online tables)
+    return {key: Entry(dict(last=last, best=best, released=best), curve)}
+
+
+def peer_entries(m, column, history):
+    """An L-MCL or MCL run: one column per peer architecture, each the mean over the peers of that
+    architecture."""
     arch = f"{column['arch']} ×{column['number_net']}"
     by_model = defaultdict(list)
     for peer in m['peers']:
@@ -112,6 +141,23 @@ def entries_of(run):
         curve = [(h['epoch'], statistics.mean(h[f"val_peer{p['peer']}_top1"] for p in peers)) for h in history]
         entries[(arch, model)] = Entry(values, curve)
     return entries
+
+
+def own_label(record):
+    """The row a run has by itself: its method and the settings that differ from their recorded defaults."""
+    return ' '.join(filter(None, [record['method'], describe(deviations(record, 'settings', set()),
+                                                             record.get('names'))]))
+
+
+def published_key(record, column):
+    """(data set, teacher or online architecture, network, row) of one of a run's table columns: the key of
+    its paper's number in PUBLISHED. Teachers and --baseline runs have no teacher ('')."""
+    dataset = record['column'].get('dataset')
+    if record['kind'] == 'student':
+        return dataset, column[0], column[1], own_label(record)
+    if record['kind'] == 'online':
+        return dataset, record['column']['arch'], column[1], own_label(record)
+    return dataset, '', column[0], own_label(record)
 
 
 # ---- grouping ---------------------------------------------------------------------------------------
@@ -126,10 +172,10 @@ def _varying(runs, part):
     return {k for k in keys if len({_frozen(r.record[part].get(k, '<absent>')) for r in runs}) > 1}
 
 
-def deviations(run, part, varying):
+def deviations(record, part, varying):
     """The items of record[part] worth naming: those that differ from the recorded default, and, where no
     default is recorded (runs from before defaults were), those that vary among comparable runs."""
-    items, defaults = run.record[part], run.record.get('defaults') or {}
+    items, defaults = record[part], record.get('defaults') or {}
     return {k: v for k, v in items.items()
             if (k in defaults and _frozen(defaults[k]) != _frozen(v)) or (k not in defaults and k in varying)}
 
@@ -157,7 +203,7 @@ def assign_tables(runs):
     for (kind, dataset), group in by_kind.items():
         varying = _varying(group, 'recipe')
         for run in group:
-            run.table = (kind, dataset, describe(deviations(run, 'recipe', varying)))
+            run.table = (kind, dataset, describe(deviations(run.record, 'recipe', varying)))
     by_method = defaultdict(list)
     for run in runs:
         by_method[(run.table, run.record['method'])].append(run)
@@ -166,7 +212,7 @@ def assign_tables(runs):
         for _ in range(len(group[0].record['settings']) + 1):
             varying = _varying(group, 'settings')
             for run in group:
-                shown = deviations(run, 'settings', varying)
+                shown = deviations(run.record, 'settings', varying)
                 shown.update({k: run.record['settings'].get(k) for k in extra})
                 run.shown = describe(shown, run.record.get('names'))
                 run.label = ' '.join(filter(None, [run.record['method'], run.shown]))
@@ -203,6 +249,7 @@ class Table:
     rows: dict        # label -> {column: [Entry]}; reference rows first
     headers: dict     # column -> header text
     notes: list
+    published: dict = field(default_factory=dict)  # (row, column) -> [rows of PUBLISHED]
 
     @property
     def title(self):
@@ -225,8 +272,21 @@ class Table:
         return '\n'.join(lines)
 
 
-def build_tables(runs, dataset=None):
-    """The tables of the finished runs, in SECTIONS order, then data set and recipe."""
+def read_published(path=PUBLISHED):
+    """(data set, teacher, network, row) -> [the rows of the published top-1 file for that cell]; ``top1`` is a
+    float, or None for a cell no paper's number was found for (its ``note`` says why)."""
+    cells = defaultdict(list)
+    with open(path, newline='', encoding='utf-8') as f:
+        for row in csv.DictReader(f):
+            row['top1'] = float(row['top1']) if row['top1'] else None
+            cells[(row['dataset'], row['teacher'], row['network'], row['method'])].append(row)
+    return dict(cells)
+
+
+def build_tables(runs, dataset=None, published=None):
+    """The tables of the finished runs, in SECTIONS order, then data set and recipe; ``published`` (default:
+    read_published()) gives each cell its papers' numbers."""
+    published = read_published() if published is None else published
     finished = [r for r in runs if r.status == 'finished' and r.entries
                 and (dataset is None or r.record['column'].get('dataset') == dataset)]
     assign_tables(finished)
@@ -240,19 +300,23 @@ def build_tables(runs, dataset=None):
         members = grouped[key]
         rows = defaultdict(lambda: defaultdict(list))
         if kind in ('teacher', 'baseline'):
+            table = Table(kind, data, recipe, [], {}, {}, [])
             for run in members:
                 for column, entry in run.entries.items():
-                    rows[' '.join(filter(None, [column[0], run.shown]))][column].append(entry)
-            rows = dict(sorted(rows.items()))
-            tables.append(Table(kind, data, recipe, [], rows, {}, []))
+                    label = ' '.join(filter(None, [column[0], run.shown]))
+                    rows[label][column].append(entry)
+                    find_published(table, published, run, label, column)
+            table.rows = dict(sorted(rows.items()))
+            tables.append(table)
             continue
         place = {}  # online columns keep the peers' order within an arch
+        table = Table(kind, data, recipe, [], {}, {}, [])
         for run in members:
             for i, (column, entry) in enumerate(run.entries.items()):
                 rows[run.label][column].append(entry)
                 place.setdefault(column, i)
-        columns = sorted(place, key=lambda c: (str(c[0]), place[c], tuple(map(str, c))))
-        table = Table(kind, data, recipe, columns, {}, {}, [])
+                find_published(table, published, run, run.label, column)
+        columns = table.columns = sorted(place, key=lambda c: (str(c[0]), place[c], tuple(map(str, c))))
         if kind == 'student':
             student_references(table, finished, columns)
         else:
@@ -260,6 +324,33 @@ def build_tables(runs, dataset=None):
         table.rows.update(sorted(rows.items()))
         tables.append(table)
     return tables
+
+
+def find_published(table, published, run, label, column):
+    """Note the papers' numbers for the table cell (``label``, ``column``) that ``run`` is a trial of."""
+    rows = published.get(published_key(run.record, column))
+    if rows:
+        table.published.setdefault((label, column), rows)
+
+
+def paper_comparison(table):
+    """Markdown: each cell with a paper's number, ours in the same measure (mean ± std, trials), the
+    difference, and where the number comes from; cells the papers have no number for, with the reason."""
+    lines = ['| method | column | ours | trials | paper | ours − paper | source |', '|---|---|---|---|---|---|---|']
+    for (label, column), rows in table.published.items():
+        header = table.headers.get(column, column[0])
+        entries = table.rows.get(label, {}).get(column, [])
+        for row in rows:
+            if row['top1'] is None:
+                lines.append(f"| {label} | {header} | | {len(entries)} | none | | {row['note']} |")
+                continue
+            measure = MEASURE_OF_METRIC[row['metric']]
+            values = [e.values[measure] for e in entries]
+            source = '; '.join(filter(None, [row['paper'], row['table'], row['note']]))
+            lines.append(f"| {label} | {header} | {mean_std(values)} ({MEASURE_TITLES[measure].split(' (')[0]}) | "
+                         f"{len(values)} | {row['top1']:.2f} ({row['metric']}) | "
+                         f"{statistics.mean(values) - row['top1']:+.2f} | {source} |")
+    return '\n'.join(lines)
 
 
 def student_references(table, runs, columns):
@@ -361,6 +452,10 @@ def curve_figure(table, column):
         marker = 'o' if length <= SHORT_RUN_EPOCHS else None
         line, = ax.plot(epochs, mean, marker=marker, markersize=3, linewidth=1.3,
                         label=f"{label} ({len(curves)} trial{'s' if len(curves) > 1 else ''})")
+        for row in table.published.get((label, column), []):
+            if row['top1'] is not None:  # the paper's number, in the row's colour
+                ax.axhline(row['top1'], color=line.get_color(), linestyle='-.', linewidth=1,
+                           label=f"{label}: {row['paper'].split(' (')[0]} {row['top1']:.2f}% ({row['metric']})")
         if len(curves) > 1:
             std = values.std(axis=0, ddof=1)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -374,7 +469,13 @@ def curve_figure(table, column):
 
 def plot_tables(tables, folder):
     import matplotlib.pyplot as plt
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    except OSError as err:
+        raise KDZooError(f"cannot write the plots into '{folder}' ({err.strerror or err}); pass --plots a "
+                         f"folder that can be written") from None
     written = []
     for table in tables:
         for column in table.columns:
@@ -385,8 +486,13 @@ def plot_tables(tables, folder):
                 name += '_' + (table.recipe if len(table.recipe) <= 40
                                else hashlib.sha256(table.recipe.encode()).hexdigest()[:8])
             path = os.path.join(folder, re.sub(r'[^A-Za-z0-9_.=,+-]+', '-', name) + '.png')
-            fig.savefig(path, dpi=120, bbox_inches='tight')
-            plt.close(fig)
+            try:
+                fig.savefig(path, dpi=120, bbox_inches='tight')
+            except OSError as err:
+                raise KDZooError(f"cannot write the plots into '{folder}' ({err.strerror or err}); pass --plots a "
+                                 f"folder that can be written") from None
+            finally:
+                plt.close(fig)
             written.append(path)
     return written
 
@@ -400,9 +506,14 @@ def report(tables, unfinished):
         lines.append(f"# {titles[table.kind]}: {table.title}\n")
         if table.kind in ('teacher', 'baseline'):
             lines += ['Top-1 (%), mean ± std (trials)\n', table.markdown('last'), '']
+        else:
+            for measure in MEASURES[table.kind]:
+                lines += [f"## Top-1 (%), {MEASURE_TITLES[measure]}\n", table.markdown(measure), '']
+        if table.published:
+            lines += ["## Against the papers (ours in the paper's measure; tools/published_top1.csv)\n",
+                      paper_comparison(table), '']
+        if table.kind in ('teacher', 'baseline'):
             continue
-        for measure in MEASURES[table.kind]:
-            lines += [f"## Top-1 (%), {MEASURE_TITLES[measure]}\n", table.markdown(measure), '']
         lines += [f"- {note}" for note in table.notes]
         if table.notes:
             lines.append('')
@@ -417,10 +528,13 @@ def report(tables, unfinished):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--save_root', default='./save', help='folder searched for metrics.json, at any depth')
-    parser.add_argument('--dataset', default=None, help='only runs on this data set')
+    parser.add_argument('--save_root', default='./save',
+                        help='folder searched for metrics.json, at any depth (default: ./save)')
+    parser.add_argument('--dataset', default=None, help='only runs on this data set (default: every data set)')
     parser.add_argument('--plots', nargs='?', const='', default=None, metavar='FOLDER',
                         help='write a learning-curve PNG per table column (default folder: <save_root>/plots)')
+    parser.add_argument('--published', default=PUBLISHED, metavar='CSV',
+                        help="the papers' top-1 per cell, compared with ours (default: tools/published_top1.csv)")
     args = parser.parse_args(argv)
     runs, problems = read_runs(args.save_root)
     for problem in problems:
@@ -428,7 +542,12 @@ def main(argv=None):
     if not runs:
         found = f"; {len(problems)} metrics.json could not be read" if problems else ''
         raise KDZooError(f"no runs (metrics.json) under '{args.save_root}'{found}; pass --save_root")
-    tables = build_tables(runs, args.dataset)
+    try:
+        published = read_published(args.published)
+    except (OSError, KeyError, ValueError, csv.Error) as err:
+        raise KDZooError(f"--published '{args.published}' cannot be read ({err}); pass a CSV with the columns of "
+                         f"tools/published_top1.csv") from None
+    tables = build_tables(runs, args.dataset, published)
     unfinished = [r for r in runs if r.status != 'finished'
                   and (args.dataset is None or r.record['column'].get('dataset') == args.dataset)]
     sys.stdout.write(report(tables, unfinished))
