@@ -1,12 +1,11 @@
-"""L-MCL's networks: zoo models with auxiliary stage branches, and the repo's ``--arch`` names.
+"""The L-MCL repo's ``--arch`` names, and where the zoo's CIFAR families can be cut into stages.
 
-Each peer is a zoo model (its ``backbone``, the network that is deployed) plus two auxiliary branches,
-as the L-MCL repo builds them: the branch after stage 1 is a fresh copy of stages 2 and 3, the branch
-after stage 2 a fresh copy of stage 3, each followed by the backbone's head (WRN's BN-ReLU, ShuffleNet's
-1x1 conv-BN-ReLU, HCGNet's BN-ReLU, nothing for ResNet), global pooling and its own classifier. The
-copies are taken from another freshly constructed zoo model, so they are initialised as the zoo does.
-A peer yields S = 3 stage embeddings (pooled vectors, all of the backbone's final width) and 3 logits,
-ordered branch 1, branch 2, backbone.
+What a model is, for the online methods (online/) that branch one: ``stage_plan`` gives a zoo model's three
+stages and the head modules between its last stage and the pooling (WRN's BN-ReLU, ShuffleNet's 1x1
+conv-BN-ReLU, HCGNet's BN-ReLU, nothing for ResNet), and ``AuxiliaryBranch`` is later stages, head, global
+pooling and a classifier fed by an earlier stage's output. L-MCL's peers (online/lmcl.py) and ONE's branches
+(online/one.py) are built from them. The name tables map the L-MCL repo's names to zoo models; they build
+nothing, so anything that reads an ``--arch`` (train_online_mcl.py, its tests) resolves it here.
 """
 import difflib
 
@@ -16,12 +15,11 @@ import torch.nn as nn
 from helper.errors import KDZooError
 from . import model_dict
 from .hcgnet import HCGNet
-from .registry import build_model
 from .resnet import ResNet
 from .ShuffleNetv2 import ShuffleNetV2
 from .wrn import WideResNet
 
-NUMBER_STAGES = 3
+NUMBER_STAGES = 3  # the stages of a CIFAR family (stage_plan); an L-MCL peer has one head per stage
 
 # The L-MCL repo's homogeneous --arch names -> the zoo model of every peer.
 HOMOGENEOUS = {
@@ -73,7 +71,7 @@ def _suggest(name, known):
     return f" (did you mean {', '.join(close)}?)" if close else ''
 
 
-def _stage_plan(model):
+def stage_plan(model):
     """(stage 1, stage 2, stage 3, head modules) of a zoo model, for building branches from its parts."""
     if isinstance(model, ResNet):
         return model.layer1, model.layer2, model.layer3, []
@@ -103,40 +101,3 @@ class AuxiliaryBranch(nn.Module):
                 x = x[0]
         pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(x), 1), 1)
         return pooled, self.classifier(pooled)
-
-
-class PeerNet(nn.Module):
-    """A zoo network and its two auxiliary branches; ``forward`` gives (embeddings, logits), 3 each."""
-
-    def __init__(self, name, num_classes, dataset='cifar100'):
-        super().__init__()
-        self.name = name
-        self.backbone = build_model(name, num_classes, dataset)
-        _stage_plan(self.backbone)  # refuse unsupported families before building anything else
-        branches = []
-        for start in range(1, NUMBER_STAGES):
-            donor = build_model(name, num_classes, dataset)
-            *stages, head = _stage_plan(donor)
-            branches.append(AuxiliaryBranch(stages[start:], head, donor.get_classifier()))
-        self.branches = nn.ModuleList(branches)
-
-    def forward(self, x):
-        feats, logits = self.backbone(x, is_feat=True)
-        embeddings, all_logits = [], []
-        for stage, branch in enumerate(self.branches, 1):
-            embedding, branch_logits = branch(feats[stage])
-            embeddings.append(embedding)
-            all_logits.append(branch_logits)
-        return embeddings + [feats[-1]], all_logits + [logits]
-
-
-class PeerSet(nn.Module):
-    """The M peers trained together; ``forward`` gives per-peer lists of stage embeddings and logits."""
-
-    def __init__(self, names, num_classes, dataset='cifar100'):
-        super().__init__()
-        self.peers = nn.ModuleList(PeerNet(name, num_classes, dataset) for name in names)
-
-    def forward(self, x):
-        outputs = [peer(x) for peer in self.peers]
-        return [emb for emb, _ in outputs], [logits for _, logits in outputs]

@@ -209,8 +209,7 @@ def _online_step_gradients(rank, port, queue):
     import torch.distributed as dist
     import train_online_mcl
     from dataset.batches import Batch
-    from engine.online import OnlineObjective
-    from models.lmcl import PeerSet
+    from online.lmcl import LMCL as OnlineObjective, PeerSet
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
     group = dist.new_group(backend='gloo')

@@ -15,9 +15,9 @@ from dataset.class_balanced import ClassBalancedOrder
 from dataset.batches import epoch_generator
 from helper.errors import KDZooError
 from online.mcl import mcl_losses, ordered_pairs, pair_losses
-from engine.online import OnlineObjective
 from models import model_dict
-from models.lmcl import HETEROGENEOUS, HOMOGENEOUS, PeerSet, peer_models
+from models.lmcl import HETEROGENEOUS, HOMOGENEOUS, peer_models
+from online.lmcl import LMCL as OnlineObjective, PeerSet
 from tools import eval as eval_tool
 
 from conftest import run_script, write_fake_cifar100
@@ -164,7 +164,7 @@ def test_loss_falls_over_a_few_steps_on_digits():
     data.train.set_epoch(1)
     batch = next(iter(data.train))
     objective = small_objective()
-    optimizer = train_online_mcl.nesterov_sgd(objective.trainable_modules(), loss_args())
+    optimizer = objective.optimizer(loss_args())  # the L-MCL repo's Nesterov SGD, the method's declaration
     losses = []
     for step in range(1, 7):
         loss = sum(objective.step(batch, 1).losses.values())

@@ -16,9 +16,8 @@ import train_online_mcl
 import train_student
 from helper.errors import KDZooError
 from engine.loop import Trainer
-from engine.one import ONEObjective, one_kl, sigmoid_rampup
 from models import imagenet_model_dict, model_dict
-from models.one import ONENet
+from online.one import ONE as ONEObjective, ONENet, one_kl, sigmoid_rampup
 from tools import eval as eval_tool
 
 from conftest import crash_after_epoch

@@ -15,10 +15,11 @@ import train_student
 import train_teacher
 from helper.errors import KDZooError
 from helper.logger import RunLogger
-from engine.online import OnlineLogger, OnlineRunFiles, online_run_name
 from helper.provenance import provenance
 from helper.run_files import RunFiles, teacher_run_name
 from models.lmcl import NUMBER_STAGES
+from online.base import online_run_name
+from online.lmcl import OnlineLogger, OnlineRunFiles
 from tools import report
 
 CPU = torch.device('cpu')
