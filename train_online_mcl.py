@@ -18,13 +18,13 @@ Each method is one file of online/, registered by name (the contract: online/bas
 
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
-from engine.loop import Trainer
 from engine.online import OnlineObjective
-from engine.setup import devices_and_data, resolved_defaults, run_provenance, seed_for_run, synchronise_batchnorm
+from engine.run import RunSpec, run
+from engine.setup import resolved_defaults
 from helper.console import logged
-from helper.distributed import current
 from helper.errors import run_cli
 from helper.runtime import memory_format
+from helper.schedule import sgd
 from online import add_online_arguments, online_method, selection_argv
 
 
@@ -51,31 +51,27 @@ def main(argv=None):
     return launch(parse_args(argv), train)
 
 
+def run_files(args):
+    """The run's folder and files, as the selected method names them (tools/table_cell.py reads them too)."""
+    return online_method(args).run_files(args)
+
+
 @logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
     method_cls = online_method(args)
-    files = method_cls.run_files(args)
-    files.refuse_overwrite(args.resume, args.overwrite)
-    resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
-    seed_for_run(args, resume_path)
-    device, precision, data = devices_and_data(args)
-    method_cls.prepare_data(args, data)  # checked before anything is written
-    objective = OnlineObjective(method_cls.build(args, data.num_classes))
-    objective.to(device, memory_format=memory_format(precision))
-    method = objective.method
-    logger = method.logger(files, args, run_provenance(device, precision, data))
-    synchronise_batchnorm(objective, args, device)
-    print(method.announce(args, data, device, precision))
-    if current().is_main:  # the other ranks of a job write nothing
-        files.create()
-    trainer = Trainer(objective, data, method.optimizer(args), args, files, logger, device, precision)
-    if resume_path:
-        trainer.resume(resume_path)
-    state = trainer.fit()
-    if current().is_main:
-        print(method.summary(args, files, state))
-    return state
+
+    def build(ctx):
+        objective = OnlineObjective(method_cls.build(ctx.args, ctx.data.num_classes))
+        return objective.to(ctx.device, memory_format=memory_format(ctx.precision))
+
+    return run(args, RunSpec(
+        files=method_cls.run_files(args), build=build,
+        prepare_data=lambda ctx: method_cls.prepare_data(ctx.args, ctx.data),  # checked before anything is written
+        announce=lambda ctx: ctx.objective.method.announce(ctx.args, ctx.data, ctx.device, ctx.precision, ctx.seed),
+        summary=lambda ctx, state: ctx.objective.method.summary(ctx.args, ctx.files, state),
+        optimizer=lambda modules, args: sgd(modules, args, method_cls.nesterov),  # the method's declaration
+        logger_class=method_cls.logger_class, summary_on_every_rank=False))
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ from dataset import build_data
 from helper import distributed, sync_bn
 from helper.checkpoint import load_checkpoint
 from helper.provenance import provenance
+from helper.schedule import sgd  # noqa: F401  (engine.setup.sgd: the scripts' and benches' import)
 from helper.runtime import draw_seed, memory_format, resolve_precision, seed_everything, select_device
 
 
@@ -31,24 +32,16 @@ def recorded_seed(path):
     return opt.get('seed') if isinstance(opt, dict) else None
 
 
-def seed_for_run(args, resume_path):
-    """``run_seed`` written into ``args.seed``: train_online_mcl.py's way until it runs on engine/run.py,
-    whose scripts keep the seed in their RunRecord instead."""
-    args.seed = run_seed(args.seed, args.deterministic, resume_path)
-    return args.seed
-
-
-def devices_and_data(args, seed=None, **data_options):
-    """The device, the precision and the data drawn with ``seed`` (the run's; None: ``args.seed``, for
-    train_online_mcl.py until it runs on engine/run.py); in a multi-process job the process's own device and
-    its share of every global batch (and of the validation set). ``data_options`` are a method's
-    (``Distiller.data_options``: contrast rows, the strong view, drop_last), handed to build_data whole."""
+def devices_and_data(args, seed, **data_options):
+    """The device, the precision and the data drawn with ``seed`` (the run's, ``RunRecord.seed``); in a
+    multi-process job the process's own device and its share of every global batch (and of the validation
+    set). ``data_options`` are a method's (``Distiller.data_options``: contrast rows, the strong view,
+    drop_last), handed to build_data whole."""
     job = distributed.current()
     device = torch.device(job.device) if job.enabled else select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
     # The SimKD repo's split of the loader processes over the node's GPUs.
     num_workers = -(-args.num_workers // job.local_size)
-    seed = args.seed if seed is None else seed
     data = build_data(args.dataset, args.data_folder, args.batch_size, device,
                       num_workers=num_workers, seed=seed, channels_last=precision != 'fp32', dali=args.dali,
                       rank=job.rank, world_size=job.world_size, **data_options)
@@ -74,12 +67,6 @@ def synchronise_batchnorm(objective, args, device):
     if args.sync_bn and distributed.current().enabled:
         for module in objective.trainable_modules():
             sync_bn.convert_sync_batchnorm(module, device)
-
-
-def sgd(modules, args):
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
-                           weight_decay=args.weight_decay, nesterov=getattr(args, 'nesterov', False))
 
 
 def count_parameters(module):

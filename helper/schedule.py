@@ -1,5 +1,16 @@
-"""Learning-rate schedules, as a pure function of the (1-based) epoch so that resume needs no state."""
+"""The optimiser every run builds (SGD) and its learning-rate schedule, as a pure function of the (1-based) epoch
+so that resume needs no state."""
 import math
+
+import torch
+
+
+def sgd(modules, args, nesterov=False):
+    """SGD over the trainable parameters of ``modules`` at --learning_rate, --momentum and --weight_decay;
+    Nesterov momentum when ``nesterov`` (an online method's declaration) or --nesterov says so."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                           nesterov=bool(nesterov or getattr(args, 'nesterov', False)))
 
 
 def learning_rate_at(epoch, args):

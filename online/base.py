@@ -48,6 +48,7 @@ from helper.errors import CheckpointError
 from helper.logger import RunLogger
 from helper.registry import Registry
 from helper.run_files import RunFiles
+from helper.schedule import sgd
 
 ONLINE_METHODS = Registry('online method')
 register = ONLINE_METHODS.register
@@ -69,14 +70,6 @@ def online_run_name(arch, number_net, method, dataset, trial):
     return f'{arch}_x{number_net}_{method}_{dataset}_trial_{trial}'
 
 
-def sgd(modules, args, nesterov=False):
-    """SGD over the trainable parameters of ``modules`` at --learning_rate, --momentum and --weight_decay;
-    Nesterov momentum when ``nesterov`` (a method's declaration) or --nesterov says so."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
-                           nesterov=bool(nesterov or getattr(args, 'nesterov', False)))
-
-
 def millions(module):
     """'1.23M': the parameters of a module, for the announce line."""
     return f'{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M'
@@ -90,10 +83,12 @@ class OnlineMethod(nn.Module):
                 decay) on the 32x32 data sets; on ImageNet the shared ImageNet recipe fills them
       nesterov  True: SGD with Nesterov momentum whatever --nesterov says (the L-MCL repo's optimiser);
                 False: as --nesterov says
+      logger_class  the run's logger (helper.logger.RunLogger, or a subclass with the method's own lines)
     """
     name = None
     recipe = {}
     nesterov = False
+    logger_class = RunLogger
 
     def __init__(self, model, args):
         super().__init__()
@@ -216,14 +211,11 @@ class OnlineMethod(nn.Module):
     def prepare_data(cls, args, data):
         """Adjust the training loader before anything is written (L-MCL's class-balanced batch order)."""
 
-    def logger(self, files, args, provenance):
-        return RunLogger(files, args, sum(p.numel() for p in self.model.parameters()), provenance=provenance)
-
-    def announce(self, args, data, device, precision):
+    def announce(self, args, data, device, precision, seed):
         """The line printed before training: method, networks, data, device, recipe, seed."""
         return (f"{self.name} {args.arch}: {self.networks_note(args)}; {args.dataset} ({data.num_train} training "
                 f"images, {len(data.train)} steps per epoch); {device.type}, {precision}; {args.lr_note}; "
-                f"{self.settings_note(args)}seed {args.seed}")
+                f"{self.settings_note(args)}seed {seed}")
 
     def networks_note(self, args):
         return f"{' & '.join(args.peers)} ({', '.join(millions(m) for m in self.deployed())} parameters deployed)"

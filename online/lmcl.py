@@ -40,7 +40,8 @@ from helper.runtime import autocast
 from models.lmcl import NUMBER_STAGES, AuxiliaryBranch, peer_models, stage_plan
 from models.registry import build_model
 
-from .base import OnlineMethod, TrainStep, register, sgd
+from helper.schedule import sgd
+from .base import OnlineMethod, TrainStep, register
 from .mcl import Aggregator, MetaWeightNetwork, ProjectionHeads, mcl_losses, weighted_kl
 
 # The L-MCL repo's recipe, used for every shared flag left unset (its baseline script's too).
@@ -92,12 +93,27 @@ class PeerSet(nn.Module):
         return [emb for emb, _ in outputs], [logits for _, logits in outputs]
 
 
+class OnlineLogger(RunLogger):
+    """The shared loop's epoch line (whose test top-1 is the peers' mean), then one line per epoch with
+    every peer's own head and the released code's number."""
+
+    def epoch_end(self, record, state, progress, stage='main', epochs=None):
+        super().epoch_end(record, state, progress, stage, epochs)
+        peers = peer_summary(state['history'], self.files.peer_names)
+        own = ' | '.join(f"#{p['peer']} {p['model']} {p['last']['top1']:.2f}% (best {p['best']['top1']:.2f}%)"
+                         for p in peers)
+        released = max(p['released_code_best']['top1'] for p in peers)
+        progress.write(f"  peers, own head: {own};  released-code metric (best head of any peer, any "
+                       f"epoch, auxiliary branches included): {released:.2f}%")
+
+
 @register('lmcl')
 class LMCL(OnlineMethod):
     """CE on every stage and aggregated logit, KD from every aggregated logit to every backbone head, and the
     weighted mutual contrastive losses; ``meta`` adds the layer-wise meta-optimisation of the weights."""
     recipe = LMCL_RECIPE
     nesterov = True  # the L-MCL repo's optimiser, whether or not --nesterov is given
+    logger_class = OnlineLogger  # a line per epoch with every peer's own head
     meta = True
 
     @classmethod
@@ -327,9 +343,6 @@ class LMCL(OnlineMethod):
     def run_files(cls, args):
         return OnlineRunFiles(args.save_root, cls.run_name(args), args.arch, args.peers)
 
-    def logger(self, files, args, provenance):
-        return OnlineLogger(files, args, sum(p.numel() for p in self.model.parameters()), provenance=provenance)
-
     def summary(self, args, files, state):
         last = state['history'][-1]
         lines = []
@@ -389,17 +402,3 @@ class OnlineRunFiles(RunFiles):
             note="'peers' holds each peer's own backbone head (the deployed network; 'last'/'best' at the top "
                  "level are the mean over peers); 'released_code_best' is the best over all heads, auxiliary "
                  "branches included, and epochs, as the L-MCL code reports it"))
-
-
-class OnlineLogger(RunLogger):
-    """The shared loop's epoch line (whose test top-1 is the peers' mean), then one line per epoch with
-    every peer's own head and the released code's number."""
-
-    def epoch_end(self, record, state, progress, stage='main', epochs=None):
-        super().epoch_end(record, state, progress, stage, epochs)
-        peers = peer_summary(state['history'], self.files.peer_names)
-        own = ' | '.join(f"#{p['peer']} {p['model']} {p['last']['top1']:.2f}% (best {p['best']['top1']:.2f}%)"
-                         for p in peers)
-        released = max(p['released_code_best']['top1'] for p in peers)
-        progress.write(f"  peers, own head: {own};  released-code metric (best head of any peer, any "
-                       f"epoch, auxiliary branches included): {released:.2f}%")

@@ -106,3 +106,21 @@ def test_the_record_merges_into_the_arguments_under_their_keys():
     assert vars(args) == dict(model='resnet8', seed=None, trial='0')
     with pytest.raises(AttributeError):
         RunRecord(5).seed = 6  # built once
+
+
+@pytest.mark.parametrize('selection', [['--arch', 'resnet8', '--baseline'], ['--arch', 'one_resnet8']],
+                         ids=['baseline', 'one'])
+def test_an_online_run_keeps_its_seed_out_of_args(tmp_path, capsys, selection):
+    """train_online_mcl.py runs on the same skeleton: the drawn seed is printed, checkpointed and recorded, and
+    the namespace (its nesterov, settled once while parsing) is left as parsed."""
+    import glob
+    import train_online_mcl
+    argv = [*selection, *TINY, '--save_root', str(tmp_path)]
+    args, _ = run_unchanged(train_online_mcl, argv)
+    assert args.seed is None
+    folder = train_online_mcl.run_files(args).folder
+    metrics = json.load(open(os.path.join(folder, 'metrics.json')))
+    opt = torch.load(glob.glob(os.path.join(folder, '*_last.pth'))[0], weights_only=True)['opt']
+    seed = opt['seed']
+    assert isinstance(seed, int) and metrics['args']['seed'] == seed and f'seed {seed}' in capsys.readouterr().out
+    assert list(opt) == list(vars(args))
