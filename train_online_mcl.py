@@ -174,18 +174,22 @@ def nesterov_sgd(modules, args):
     return sgd(modules, args)
 
 
-def setup(args):
-    """Run files, seed, device and data; the sampler is checked before anything is written."""
+def run_files(args):
+    """The run's method ('baseline', 'one', 'mcl' or 'lmcl') and its files under save/online/."""
     method = 'baseline' if args.baseline else 'one' if args.one else ('mcl' if args.no_meta else 'lmcl')
     if args.one:
-        files = ONERunFiles(args.save_root, online_run_name(args.arch, args.num_branches, method, args.dataset,
-                                                            args.trial), args.arch, args.peers[0])
-    elif args.baseline:
+        return method, ONERunFiles(args.save_root, online_run_name(args.arch, args.num_branches, method,
+                                                                   args.dataset, args.trial), args.arch, args.peers[0])
+    if args.baseline:
         name = args.peers[0]
-        files = RunFiles(args.save_root, 'online', f'{name}_baseline_{args.dataset}_trial_{args.trial}', name)
-    else:
-        files = OnlineRunFiles(args.save_root, online_run_name(args.arch, len(args.peers), method, args.dataset,
-                                                               args.trial), args.arch, args.peers)
+        return method, RunFiles(args.save_root, 'online', f'{name}_baseline_{args.dataset}_trial_{args.trial}', name)
+    return method, OnlineRunFiles(args.save_root, online_run_name(args.arch, len(args.peers), method, args.dataset,
+                                                                  args.trial), args.arch, args.peers)
+
+
+def setup(args):
+    """Run files, seed, device and data; the sampler is checked before anything is written."""
+    method, files = run_files(args)
     files.refuse_overwrite(args.resume, args.overwrite)
     resume_path = files.resume_path(args.resume, args.epochs) if args.resume else None
     seed_for_run(args, resume_path)
