@@ -37,6 +37,19 @@ def wait_for(ready, timeout, what, cluster):
         time.sleep(0.05)
 
 
+def queued(slurm, job):
+    """The states of the job's tasks still in the queue. A requeued task, which Slurm holds back a while (its
+    BeginTime), is let start at once."""
+    lines = subprocess.run(['squeue', '-h', '-j', job, '-o', '%i %T'], env=slurm.env, capture_output=True,
+                           text=True, check=True).stdout.split('\n')
+    states = [line.split() for line in lines if line.strip()]
+    for task, state in states:
+        if state == 'PENDING':
+            subprocess.run(['scontrol', 'update', f'JobId={task}', 'StartTime=now'], env=slurm.env,
+                           capture_output=True)
+    return states
+
+
 def test_table_through_slurm_requeued_after_sigterm(slurm, tmp_path, digits_teacher):
     local, cluster_save, logs = tmp_path / 'local', tmp_path / 'slurm_save', tmp_path / 'logs'
     run_table(table_env(tmp_path, digits_teacher, local))
@@ -52,17 +65,7 @@ def test_table_through_slurm_requeued_after_sigterm(slurm, tmp_path, digits_teac
              'a first checkpoint of task 0', slurm)
     subprocess.run(['scancel', '--signal=TERM', '--full', f'{job}_0'], env=slurm.env, check=True)
 
-    # Slurm holds a requeued job back for a while (its BeginTime); let it start at once
-    def state(task):
-        return subprocess.run(['squeue', '-h', '-j', task, '-o', '%T'], env=slurm.env, capture_output=True,
-                              text=True).stdout.strip()
-    wait_for(lambda: state(f'{job}_0') == 'PENDING', 120, f'the requeue of {job}_0', slurm)
-    subprocess.run(['scontrol', 'update', f'JobId={job}_0', 'StartTime=now'], env=slurm.env, check=True)
-
-    def done():
-        queue = subprocess.run(['squeue', '-h', '-j', job], env=slurm.env, capture_output=True, text=True)
-        return queue.returncode == 0 and not queue.stdout.strip()
-    wait_for(done, 240, f'job array {job} to finish', slurm)
+    wait_for(lambda: not queued(slurm, job), 240, f'job array {job} to finish', slurm)
 
     log = open(task_log).read()
     assert 'interrupted by SIGTERM' in log and f'requeueing {job}_0' in log, log
@@ -80,3 +83,23 @@ def test_table_through_slurm_requeued_after_sigterm(slurm, tmp_path, digits_teac
 
     assert_same_weights(last_weights(local), last_weights(cluster_save))
     assert len(last_weights(cluster_save)) == 4
+
+
+def test_srun_step_gets_the_stop_signal_and_the_job_requeues(slurm, tmp_path):
+    """requeueable around srun (the multi-node template's torchrun): a SIGTERM to the batch shell reaches the
+    step's processes as SIGTERM (srun itself would SIGKILL them), and the job starts again."""
+    batch = tmp_path / 'step.sbatch'
+    batch.write_text('#!/usr/bin/env bash\n#SBATCH --requeue\n#SBATCH --open-mode=append\n'
+                     'source scripts/slurm/requeue.sh\n'
+                     'if [ "${SLURM_RESTART_COUNT:-0}" -ge 1 ]; then echo started again; exit 0; fi\n'
+                     'requeueable srun sh -c \'trap "echo step got TERM; exit 143" TERM; echo step started; '
+                     'while :; do sleep 0.1; done\'\n')
+    out = tmp_path / 'step.log'
+    job = subprocess.run(['sbatch', '--parsable', f'--chdir={REPO}', '-o', str(out), str(batch)], env=slurm.env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    wait_for(lambda: out.exists() and 'step started' in out.read_text(), 60, 'the step to start', slurm)
+    subprocess.run(['scancel', '--signal=TERM', '--batch', job], env=slurm.env, check=True)
+
+    wait_for(lambda: not queued(slurm, job), 120, f'job {job} to finish', slurm)
+    log = out.read_text()
+    assert 'step got TERM' in log and 'exit status 143); requeueing' in log and 'started again' in log, log

@@ -6,12 +6,14 @@
 # passed to the command as SIGTERM: the training scripts then finish writing their epoch files and exit 143.
 # A command that ends that way (or after the shell got such a signal) has the task requeued with
 # `scontrol requeue`, at most MAX_REQUEUES times (default 20); other exit statuses are the task's own.
+# An srun command's processes get the SIGTERM from `scancel --signal=TERM` (every step of the job, not the
+# batch shell): srun itself, signalled, would kill its step with SIGKILL.
 requeueable() {
     local child="" status signalled=""
-    trap 'signalled=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM USR1 USR2 INT
+    trap 'signalled=1; _pass_stop "$child" "$1"' TERM USR1 USR2 INT
     "$@" &
     child=$!
-    [ -z "$signalled" ] || kill -TERM "$child" 2>/dev/null   # a signal that came before $! was known
+    [ -z "$signalled" ] || _pass_stop "$child" "$1"   # a signal that came before $! was known
     while :; do
         wait "$child"
         status=$?
@@ -29,4 +31,13 @@ requeueable() {
         fi
     fi
     return "$status"
+}
+
+_pass_stop() {  # <child pid> <command>
+    [ -n "$1" ] || return 0
+    if [ "$(basename "$2")" = srun ]; then
+        scancel --signal=TERM "$SLURM_JOB_ID"
+    else
+        kill -TERM "$1" 2>/dev/null
+    fi
 }
