@@ -204,3 +204,42 @@ def test_running_a_table_again_finishes_what_it_started(tmp_path, digits_teacher
     for metrics in glob.glob(str(save / 'students' / 'models' / '*' / 'metrics.json')):
         summary = json.load(open(metrics))
         assert summary['status'] == 'finished' and summary['epochs_done'] == 3
+
+
+def fake_run(files, epochs_done, finished):
+    """A run folder as training leaves it: a last checkpoint after ``epochs_done`` epochs, metrics.json."""
+    import torch
+    os.makedirs(files.folder, exist_ok=True)
+    torch.save({'model': {}, 'kdzoo': {'epoch': epochs_done, 'stage': 'main'}}, files.last)
+    with open(files.metrics, 'w') as f:
+        json.dump({'status': 'finished' if finished else 'interrupted', 'epochs_done': epochs_done}, f)
+
+
+def test_table_cell_skips_resumes_or_starts_each_kind_of_run(tmp_path, capsys):
+    """tools/table_cell.py decides per command from its runs' files: all finished -> nothing to run, some
+    checkpoint -> --resume auto, none -> as written; --resume auto in the command (EXTRA) is its own decision,
+    --overwrite and a --resume path are run as written."""
+    from tools.table_cell import plan, run_files
+    save = ['--save_root', str(tmp_path), '--epochs', '2']
+    teacher = ['--model', 'resnet8', '--dataset', 'digits', *save]
+    online = ['--arch', 'lmcl_resnet32_cifar', *save]
+    pack = ['--path_t', str(tmp_path / 'resnet8_vanilla' / 'resnet8_best.pth'), '--dataset', 'digits',
+            '--model_s', 'resnet8', '--distill', 'kd,dist', *save]
+    for script, argv in (('train_teacher.py', teacher), ('train_online_mcl.py', online), ('train_student.py', pack)):
+        assert plan(script, argv)[1] == argv
+        assert plan(script, argv + ['--resume', 'auto'])[1] == argv
+        module, _ = plan(script, argv)
+        args = module.parse_args(argv)
+        runs = run_files(module, args)
+        fake_run(runs[0], 1, finished=False)
+        assert plan(script, argv)[1] == argv + ['--resume', 'auto']
+        for files in runs:
+            fake_run(files, 2, finished=True)
+        assert plan(script, argv)[1] is None
+        assert 'already finished 2 of 2 epochs' in capsys.readouterr().out
+        assert plan(script, argv + ['--epochs', '3'])[1] == argv + ['--epochs', '3', '--resume', 'auto']
+        assert plan(script, argv + ['--overwrite'])[1] == argv + ['--overwrite']
+    # EXTRA="--resume auto" reaches a pack's members too: with no run yet, every trace of it goes
+    fresh = ['--save_root', str(tmp_path / 'fresh'), '--epochs', '2']
+    members = pack[:6] + ['--distill', 'kd:resume=auto,dist:resume=auto', *fresh, '--resume', 'auto']
+    assert plan('train_student.py', members)[1] == pack[:6] + ['--distill', 'kd,dist', *fresh]

@@ -6,7 +6,8 @@ The command's runs (a pack's members, or the one run) are looked up in save/ bef
 every run already finished: nothing runs (one line says so, exit status 0); some run has a checkpoint: the
 command runs with --resume auto (an interrupted run continues from its last checkpoint, a pack member that
 finished is skipped and one without a checkpoint starts afresh); none has one: the command runs as written.
-A command that already says --resume or --overwrite runs as written. The scripts (scripts/common.sh) run
+A command that already says --overwrite or --resume <path> runs as written; --resume auto in it (EXTRA="--resume
+auto", also written into a pack's members) is left to this decision. The scripts (scripts/common.sh) run
 every training command through this unless RESUME=0; a requeued Slurm task does too.
 """
 import importlib
@@ -45,8 +46,9 @@ def plan(script, argv):
         raise KDZooError(f"tools.table_cell runs {', '.join(SCRIPTS)}, not '{script}'")
     module = importlib.import_module(script[:-len('.py')])
     args = module.parse_args(argv)
-    if args.resume or args.overwrite:
+    if args.overwrite or args.resume not in (None, 'auto'):
         return module, argv
+    argv = without_resume_auto(argv)  # EXTRA="--resume auto", the old way to continue a table: decided here
     members = getattr(args, 'members', None) or [args]
     states = [run_state(files, member.epochs) for files, member in zip(run_files(module, args), members)]
     if all(state == 'done' for state, _ in states):
@@ -59,6 +61,17 @@ def plan(script, argv):
               f"{sum(state == 'missing' for state, _ in states)} not started of {len(states)} runs)")
         return module, list(argv) + ['--resume', 'auto']
     return module, argv
+
+
+def without_resume_auto(argv):
+    """``argv`` without ``--resume auto`` (``--resume=auto``, and ``resume=auto`` in --distill's members)."""
+    kept = []
+    for word in argv:
+        if word == 'auto' and kept and kept[-1] == '--resume':
+            kept.pop()
+        elif word != '--resume=auto':
+            kept.append(word.replace(':resume=auto', '') if kept and kept[-1] == '--distill' else word)
+    return kept
 
 
 def main(argv=None):
