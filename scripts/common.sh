@@ -28,7 +28,7 @@ run() {
     # shellcheck disable=SC2086
     set -- "$@" ${EXTRA:-}
     echo "$*"
-    if [ "$RESUME" != 0 ]; then
+    if [ "$RESUME" != 0 ] || [ "$SLURM" != 0 ]; then  # a requeued Slurm task must resume: always
         set -- "$1" -m tools.table_cell "${@:2}"
     fi
     if [ "$SLURM" != 0 ]; then
@@ -44,6 +44,10 @@ run() {
 # sbatch reads its own SBATCH_* variables (SBATCH_PARTITION, SBATCH_TIMELIMIT, SBATCH_ACCOUNT, SBATCH_GPUS,
 # SBATCH_QOS...); SBATCH_ARGS adds any other option; SLURM_ARRAY_LIMIT caps the tasks running at once.
 if [ "$SLURM" != 0 ]; then
+    if [ -z "${DRY_RUN:-}" ] && ! command -v sbatch > /dev/null; then
+        echo "SLURM=$SLURM: sbatch is not on PATH; run this on a Slurm login node, or without SLURM" >&2
+        exit 2
+    fi
     _SLURM_DIR="$SLURM_LOGS/$(basename "$0" .sh)_$(date +%Y%m%d-%H%M%S)"
     mkdir -p "$_SLURM_DIR"
     _SLURM_TASKS="$_SLURM_DIR/tasks.txt"

@@ -26,7 +26,7 @@ TABLES = [p for p in SCRIPTS if 'student_cell' in open(p).read()]
 
 
 def dry_run(script, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'EXTRA', 'PACK', 'PACK_MAX')}
+    clean = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'EXTRA', 'PACK', 'PACK_MAX', 'SLURM', 'RESUME')}
     result = subprocess.run(['bash', script], env={**clean, 'DRY_RUN': '1', 'TRIALS': '0 1', **env},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
