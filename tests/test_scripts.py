@@ -243,3 +243,10 @@ def test_table_cell_skips_resumes_or_starts_each_kind_of_run(tmp_path, capsys):
     fresh = ['--save_root', str(tmp_path / 'fresh'), '--epochs', '2']
     members = pack[:6] + ['--distill', 'kd:resume=auto,dist:resume=auto', *fresh, '--resume', 'auto']
     assert plan('train_student.py', members)[1] == pack[:6] + ['--distill', 'kd,dist', *fresh]
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'scripts', 'slurm', '*'))), ids=os.path.basename)
+def test_slurm_files_are_valid_bash(path):
+    """The sbatch templates and requeue.sh parse (Slurm only reports a syntax error once a job runs)."""
+    result = subprocess.run(['bash', '-n', path], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
