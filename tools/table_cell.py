@@ -40,6 +40,12 @@ def run_state(files, epochs):
     return 'partial', None
 
 
+def say(line):
+    """Print ``line`` once per job: under torchrun every process decides, the first one speaks."""
+    if os.environ.get('RANK', '0') == '0':
+        print(line)
+
+
 def plan(script, argv):
     """The module to run, and the argv to run it with (None: nothing left to do)."""
     if script not in SCRIPTS:
@@ -53,11 +59,11 @@ def plan(script, argv):
     states = [run_state(files, member.epochs) for files, member in zip(run_files(module, args), members)]
     if all(state == 'done' for state, _ in states):
         for files, (_, why) in zip(run_files(module, args), states):
-            print(f"skipped {files.folder}: {why}")
+            say(f"skipped {files.folder}: {why}")
         return module, None
     if any(state != 'missing' for state, _ in states):
         done = sum(state == 'done' for state, _ in states)
-        print(f"resuming ({sum(state == 'partial' for state, _ in states)} interrupted, {done} finished, "
+        say(f"resuming ({sum(state == 'partial' for state, _ in states)} interrupted, {done} finished, "
               f"{sum(state == 'missing' for state, _ in states)} not started of {len(states)} runs)")
         return module, list(argv) + ['--resume', 'auto']
     return module, argv
