@@ -22,7 +22,7 @@ SLURM_LOGS=${SLURM_LOGS:-./save/slurm}
 # Every command of the scripts is a training run; EXTRA's flags come last, so they override the script's own
 # (argparse keeps the last value of a repeated flag; in a pack they also end every member's flags, see
 # _flush_pack). It is split on spaces: no quoting inside it. A command runs through tools/table_cell.py
-# (RESUME=0: as printed), which skips it when its runs finished and adds --resume auto when one has a
+# (RESUME=0: as printed, but for Slurm tasks), which skips it when its runs finished and adds --resume auto when one has a
 # checkpoint; with SLURM=1 it becomes a task of the script's job array instead (submitted at the end).
 run() {
     # shellcheck disable=SC2086
