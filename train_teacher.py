@@ -39,9 +39,12 @@ def main(argv=None):
 @logged
 def train(args):
     """One process's run: all of it in a single process, or one rank of a multi-process job."""
-    files = RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial),
-                     args.model)
-    return run(args, RunSpec(files, build, announce, summary))
+    return run(args, RunSpec(run_files(args), build, announce, summary))
+
+
+def run_files(args):
+    """The run's folder: save/teachers/models/<model>_vanilla[_<dataset>_trial_<trial>]."""
+    return RunFiles(args.save_root, 'teachers', teacher_run_name(args.model, args.dataset, args.trial), args.model)
 
 
 def build(ctx):

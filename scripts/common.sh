@@ -1,7 +1,10 @@
-# Sourced by the experiment scripts. Edit the variables below, or set them in the environment:
+# Sourced by the experiment scripts. Every variable they read is described in docs/tables.md ("What the
+# scripts read"); the usual ones:
 #   TRIALS="0 1 2" GPU=0 bash scripts/run_cifar_distill.sh
 #   DRY_RUN=1 bash scripts/run_cifar_distill.sh      # print the commands instead of running them
 #   EXTRA="--epochs 1" bash scripts/run_cifar_distill.sh   # flags appended to every training command
+#   SLURM=1 SBATCH_PARTITION=gpu bash scripts/run_cifar_distill.sh   # one Slurm job array, a task per command
+# Running a script again finishes what it started: finished runs are skipped, interrupted ones resumed.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The project's virtual environment (scripts/quickstart.sh makes it) when there is one, so the scripts work
 # without activating it; PYTHON=... picks another interpreter.
@@ -12,16 +15,63 @@ GPU=${GPU:-0}
 TRIALS=${TRIALS:-0}
 DATA=${DATA:-./data}
 TEACHERS=${TEACHERS:-./save/teachers/models}
+RESUME=${RESUME:-1}
+SLURM=${SLURM:-0}
+SLURM_LOGS=${SLURM_LOGS:-./save/slurm}
 
 # Every command of the scripts is a training run; EXTRA's flags come last, so they override the script's own
-# (argparse keeps the last value of a repeated flag). It is split on spaces: no quoting inside it.
+# (argparse keeps the last value of a repeated flag; in a pack they also end every member's flags, see
+# _flush_pack). It is split on spaces: no quoting inside it. A command runs through tools/table_cell.py
+# (RESUME=0: as printed, but for Slurm tasks), which skips it when its runs finished and adds --resume auto when one has a
+# checkpoint; with SLURM=1 it becomes a task of the script's job array instead (submitted at the end).
 run() {
     # shellcheck disable=SC2086
     set -- "$@" ${EXTRA:-}
     echo "$*"
-    if [ -z "${DRY_RUN:-}" ]; then
+    if [ "$RESUME" != 0 ] || [ "$SLURM" != 0 ]; then  # a requeued Slurm task must resume: always
+        set -- "$1" -m tools.table_cell "${@:2}"
+    fi
+    if [ "$SLURM" != 0 ]; then
+        printf '%q ' "$@" >> "$_SLURM_TASKS"
+        echo >> "$_SLURM_TASKS"
+    elif [ -z "${DRY_RUN:-}" ]; then
         "$@"
     fi
+}
+
+# SLURM=1: the commands are written to $SLURM_LOGS/<script>_<time>/tasks.txt, one per line, and submitted when
+# the script ends (without an error) as one job array of scripts/slurm/table_task.sbatch, one task per line.
+# sbatch reads its own SBATCH_* variables (SBATCH_PARTITION, SBATCH_TIMELIMIT, SBATCH_ACCOUNT, SBATCH_GPUS,
+# SBATCH_QOS...); SBATCH_ARGS adds any other option; SLURM_ARRAY_LIMIT caps the tasks running at once.
+if [ "$SLURM" != 0 ]; then
+    if [ -z "${DRY_RUN:-}" ] && ! command -v sbatch > /dev/null; then
+        echo "SLURM=$SLURM: sbatch is not on PATH; run this on a Slurm login node, or without SLURM" >&2
+        exit 2
+    fi
+    _SLURM_DIR="$SLURM_LOGS/$(basename "$0" .sh)_$(date +%Y%m%d-%H%M%S)"
+    mkdir -p "$_SLURM_DIR"
+    _SLURM_TASKS="$_SLURM_DIR/tasks.txt"
+    : > "$_SLURM_TASKS"
+    trap '_submit_array $?' EXIT
+fi
+
+_submit_array() {
+    [ "$1" = 0 ] || exit "$1"
+    local count
+    count=$(wc -l < "$_SLURM_TASKS")
+    if [ "$count" = 0 ]; then
+        echo "no command to submit"
+        return
+    fi
+    # shellcheck disable=SC2086
+    local submit=(sbatch --parsable --array="0-$((count - 1))${SLURM_ARRAY_LIMIT:+%$SLURM_ARRAY_LIMIT}"
+                  --job-name="kdzoo_$(basename "$0" .sh)" --chdir="$PWD" --output="$_SLURM_DIR/%A_%a.log"
+                  ${SBATCH_ARGS:-} scripts/slurm/table_task.sbatch "$_SLURM_TASKS")
+    echo "${submit[*]}"
+    [ -z "${DRY_RUN:-}" ] || return 0
+    local job
+    job=$("${submit[@]}") || exit 1
+    echo "submitted job array $job: $count tasks (one line of $_SLURM_TASKS each), logs in $_SLURM_DIR/${job%%;*}_<task>.log"
 }
 
 # The teacher checkpoint train_teacher.py writes for a CIFAR-100 model with --trial 0.
@@ -92,8 +142,16 @@ pair_cells() {
 
 # "crd -a 0 -b 0.8 --plain_ft" -> "crd:a=0:b=0.8:plain_ft", a member of train_student.py --distill
 pack_member() {
-    local spec=$1
-    shift
+    local options
+    options=$(member_options refuse "$@") || return 1
+    echo "$1$options"
+}
+
+# member_options <refuse|skip> <method> [flags...]: the flags as a member's ":key[=value]" options; a value
+# holding ':' or ',' cannot be written there: 'refuse' fails with one line, 'skip' leaves that flag out
+member_options() {
+    local on_bad=$1 spec=$2 options=""
+    shift 2
     while [ $# -gt 0 ]; do
         local key=${1#-}
         key=${key#-}
@@ -101,14 +159,15 @@ pack_member() {
             key="$key=$2"
             shift
         fi
+        shift
         if [[ $key == *[:,]* ]]; then
+            [ "$on_bad" = skip ] && continue
             echo "cannot pack '$spec ... $key': a member's flag values cannot hold ':' or ','; run with PACK=0" >&2
             return 1
         fi
-        spec+=":$key"
-        shift
+        options+=":$key"
     done
-    echo "$spec"
+    echo "$options"
 }
 
 _flush_pack() {
@@ -126,7 +185,13 @@ _flush_pack() {
             [ "$s" = "${list[0]}" ] || same=0
         done
         [ $same = 0 ] || students=${list[0]}  # one student for every member: named once
-        run $PYTHON train_student.py "${shared[@]}" --model_s "$students" --distill "${_PACK_METHODS[$key]}"
+        # EXTRA's flags end every member's too (a member's own flags come after the shared line), except those
+        # whose values a member cannot hold (':' or ','): these reach the shared line only
+        local extra members
+        # shellcheck disable=SC2086
+        extra=$(member_options skip - ${EXTRA:-})
+        members=${_PACK_METHODS[$key]//,/$extra,}$extra
+        run $PYTHON train_student.py "${shared[@]}" --model_s "$students" --distill "$members"
     fi
     _PACK_SIZE[$key]=0
 }
