@@ -23,8 +23,6 @@ def run_files(module, args):
     """The RunFiles of every run the parsed command trains."""
     if module.__name__ == 'train_student':
         return [module.student_files(member) for member in getattr(args, 'members', None) or [args]]
-    if module.__name__ == 'train_online_mcl':
-        return [module.run_files(args)[1]]
     return [module.run_files(args)]
 
 
