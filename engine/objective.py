@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from distiller_zoo.teacher import run_teacher
-from helper.errors import CheckpointError
+from helper.checkpoint import restore_resume_state
 from engine.loop import evaluate_predictions
 
 
@@ -59,17 +59,7 @@ class Objective(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
 
     def load_resume_state(self, model_state, extra_state):
-        expected = set(self.resume_state())
-        if set(extra_state) != expected:
-            raise CheckpointError("the resume checkpoint was written by a different method or settings "
-                                  "(its auxiliary modules differ); resume with the original command")
-        try:
-            self.model.load_state_dict(model_state, strict=True)
-        except RuntimeError:
-            raise CheckpointError("the resume checkpoint holds another architecture's weights; resume "
-                                  "with the command that started the run") from None
-        self.load_state_dict({**{'model.' + k: v for k, v in model_state.items()}, **extra_state},
-                             strict=False)
+        restore_resume_state(self, model_state, extra_state, self.resume_state())
 
 
 class SupervisedObjective(Objective):

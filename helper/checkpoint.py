@@ -284,3 +284,19 @@ def _strip_prefixes(state):
     if any(k.startswith('student.') for k in state):
         state = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
     return state
+
+
+def restore_resume_state(owner, model_state, extra_state, expected_keys):
+    """Load a resume checkpoint into ``owner`` (an objective or an online method whose network is
+    ``owner.model``): the network strictly, then the auxiliary state ``extra_state``, whose keys must be
+    ``expected_keys`` (what ``owner.resume_state()`` gives), each mismatch one line. Entries that are no module
+    state (an optimiser's) are the caller's to load."""
+    if set(extra_state) != set(expected_keys):
+        raise CheckpointError("the resume checkpoint was written by a different method or settings "
+                              "(its auxiliary modules differ); resume with the original command")
+    try:
+        owner.model.load_state_dict(model_state, strict=True)
+    except RuntimeError:
+        raise CheckpointError("the resume checkpoint holds another architecture's weights; resume "
+                              "with the command that started the run") from None
+    owner.load_state_dict({**{'model.' + k: v for k, v in model_state.items()}, **extra_state}, strict=False)

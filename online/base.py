@@ -32,11 +32,13 @@ contract, shaped as a ``Distiller``'s (distiller_zoo/base.py):
    (``deployed()``) is exported as a plain zoo checkpoint that tools/eval.py and ``--path_t`` read.
    ``resume_state()``/``load_resume_state()`` carry everything besides ``model`` that an exact resume needs.
 5. The run: ``run_name``/``run_files`` (``save/online/models/<run name>/`` and the method's extra files),
-   ``prepare_data(args, data)`` (L-MCL's class-balanced batches), ``logger(files, args, provenance)``,
-   ``announce(...)``, the one line before training, and ``summary(...)``, the lines after it.
+   ``prepare_data(args, data)`` (L-MCL's class-balanced batches), ``logger_class`` (L-MCL's adds a line per
+   epoch with every peer), ``announce(args, data, device, precision, seed)``, the one line before training,
+   and ``summary(...)``, the lines after it (rank 0).
 
-engine/online.py makes any method an ``engine.objective.Objective`` of the shared loop, so a new method is one
-new file and train_online_mcl.py holds no per-method code. ``online/`` sits on the methods floor and never
+engine/online.py makes any method an ``engine.objective.Objective`` of the shared loop, and train_online_mcl.py
+hands these pieces to the one run skeleton every script uses (engine/run.py), so a new method is one new file
+and the script holds no per-method code. ``online/`` sits on the methods floor and never
 imports ``engine/``: what it needs of the engine comes in as arguments (``resolve``, ``score``).
 """
 from typing import NamedTuple
@@ -44,7 +46,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from helper.errors import CheckpointError
+from helper.checkpoint import restore_resume_state
 from helper.logger import RunLogger
 from helper.registry import Registry
 from helper.run_files import RunFiles
@@ -185,16 +187,8 @@ class OnlineMethod(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith('model.')}
 
     def load_resume_state(self, model_state, extra_state):
-        if set(extra_state) != set(self.resume_state()):
-            raise CheckpointError("the resume checkpoint was written by a different method or settings "
-                                  "(its auxiliary modules differ); resume with the original command")
-        try:
-            self.model.load_state_dict(model_state, strict=True)
-        except RuntimeError:
-            raise CheckpointError("the resume checkpoint holds another architecture's weights; resume "
-                                  "with the command that started the run") from None
         # Entries that are no module state (an optimiser's) are the subclass's to load.
-        self.load_state_dict({**{'model.' + k: v for k, v in model_state.items()}, **extra_state}, strict=False)
+        restore_resume_state(self, model_state, extra_state, self.resume_state())
 
     # ---- the run --------------------------------------------------------------------------------
     @classmethod

@@ -139,3 +139,14 @@ def crash_after_epoch(monkeypatch, epoch=1):
             raise KeyboardInterrupt
     monkeypatch.setattr(Trainer, 'save', save)
     return original
+
+
+def killed_then_resumed(monkeypatch, run, root, epoch=1):
+    """``run(root, *flags)`` killed right after ``epoch``'s checkpoints, then run again with --resume auto: the
+    resumed run's final state (compare it with an uninterrupted run's)."""
+    from engine.loop import Trainer
+    original_save = crash_after_epoch(monkeypatch, epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(root)
+    monkeypatch.setattr(Trainer, 'save', original_save)
+    return run(root, '--resume', 'auto')

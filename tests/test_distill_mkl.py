@@ -24,7 +24,7 @@ from helper.errors import KDZooError
 from engine.objective import DistillObjective
 from models import imagenet_model_dict, model_dict
 
-from conftest import REPO, crash_after_epoch
+from conftest import REPO, killed_then_resumed
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 from bench_strong_aug import PIL_OPS, pil_cutout  # noqa: E402
@@ -340,7 +340,6 @@ def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
     """The strong view replays per (seed, epoch): a run cut after epoch 1 and resumed ends bit for bit where an
     uninterrupted one does (on the first 384 training and 64 test digits, to keep it quick)."""
     import dataset.digits
-    from engine.loop import Trainer
     split = dataset.digits.digits_split()
     monkeypatch.setattr(dataset.digits, 'digits_split', lambda: (split[0][:384], split[1][:384], split[2][:64],
                                                                  split[3][:64]))
@@ -354,11 +353,7 @@ def test_interrupted_ntce_run_resumes_exactly(tmp_path, monkeypatch):
                                    'digits', '--batch_size', '128', '--epochs', '2', '--deterministic',
                                    '--skip-validation', '--save_root', str(root), *extra])
     whole = run(tmp_path / 'whole')
-    original_save = crash_after_epoch(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / 'parted')
-    monkeypatch.setattr(Trainer, 'save', original_save)
-    parted = run(tmp_path / 'parted', '--resume', 'auto')
+    parted = killed_then_resumed(monkeypatch, run, tmp_path / 'parted')
     assert parted['history'][-1]['train_loss'] == whole['history'][-1]['train_loss']
 
     def weights(root):

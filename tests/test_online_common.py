@@ -9,14 +9,12 @@ import os
 import pytest
 import torch
 
-import dataset.digits
 import train_online_mcl
 from dataset import build_data
-from engine.loop import Trainer
 from models.lmcl import HOMOGENEOUS
 from online import ONLINE_METHODS, method_name, online_method
 
-from conftest import crash_after_epoch
+from conftest import killed_then_resumed, small_digits_fixture
 
 # Each method once under its canonical name.
 METHODS = sorted({cls.name for cls in ONLINE_METHODS.values()})
@@ -104,14 +102,7 @@ def test_steps_lower_the_loss_and_the_optimiser_holds_exactly_the_trainable_para
     assert torch.equal(batch.images, images)  # a method never writes into the batch
 
 
-@pytest.fixture
-def small_digits(monkeypatch):
-    full = dataset.digits.digits_split
-
-    def small():
-        train_x, train_y, test_x, test_y = full()
-        return train_x[:100], train_y[:100], test_x[:40], test_y[:40]
-    monkeypatch.setattr(dataset.digits, 'digits_split', small)
+small_digits = small_digits_fixture(100, 40)
 
 
 @pytest.mark.slow
@@ -135,11 +126,7 @@ def test_run_writes_its_files_and_an_interrupted_run_resumes_exactly(name, tmp_p
     fresh.model.load_state_dict(last['model'], strict=True)
     assert set(last['kdzoo']['objective']) == set(fresh.resume_state())
 
-    original_save = crash_after_epoch(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / 'parted')
-    monkeypatch.setattr(Trainer, 'save', original_save)
-    parted = run(tmp_path / 'parted', '--resume', 'auto')
+    parted = killed_then_resumed(monkeypatch, run, tmp_path / 'parted')
     assert parted['history'][-1]['train_loss'] == whole['history'][-1]['train_loss']
     a = torch.load(files.last, weights_only=True)
     b = torch.load(files.last.replace(str(tmp_path / 'whole'), str(tmp_path / 'parted')), weights_only=True)

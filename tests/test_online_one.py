@@ -11,16 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dataset.digits
 import train_online_mcl
 import train_student
 from helper.errors import KDZooError
-from engine.loop import Trainer
 from models import imagenet_model_dict, model_dict
 from online.one import ONE as ONEObjective, ONENet, one_kl, sigmoid_rampup
 from tools import eval as eval_tool
 
-from conftest import crash_after_epoch
+from conftest import killed_then_resumed, small_digits_fixture
 
 
 # ---- the ramp-up and the KL -------------------------------------------------------------------------------
@@ -154,14 +152,7 @@ def test_bad_input_is_one_clear_error(tmp_path, argv, message):
     assert not os.path.exists(tmp_path / 'online')
 
 
-@pytest.fixture
-def small_digits(monkeypatch):
-    full = dataset.digits.digits_split
-
-    def small():
-        train_x, train_y, test_x, test_y = full()
-        return train_x[:96], train_y[:96], test_x[:40], test_y[:40]
-    monkeypatch.setattr(dataset.digits, 'digits_split', small)
+small_digits = small_digits_fixture(96, 40)
 
 
 def run_one(root, *extra):
@@ -184,11 +175,7 @@ def test_run_writes_files_exports_branch0_and_resumes_exactly(tmp_path, small_di
     assert result['model'] == 'resnet8' and result['top1'] == pytest.approx(record['val_top1'])
     assert train_student.parse_args(['--path_t', str(branch), '--dataset', 'digits']).model_t == 'resnet8'
 
-    original_save = crash_after_epoch(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        run_one(tmp_path / 'parted')
-    monkeypatch.setattr(Trainer, 'save', original_save)
-    parted = run_one(tmp_path / 'parted', '--resume', 'auto')
+    parted = killed_then_resumed(monkeypatch, run_one, tmp_path / 'parted')
     assert parted['history'][-1]['train_loss'] == record['train_loss']
     last = 'online/models/one_resnet8_x3_one_digits_trial_0/one_resnet8_last.pth'
     a = torch.load(tmp_path / 'whole' / last, weights_only=True)['model']
