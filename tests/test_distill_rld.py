@@ -131,3 +131,17 @@ def test_the_term_ramps_in_over_20_epochs():
 def test_bad_values_are_refused(flags, message):
     with pytest.raises(KDZooError, match=message):
         parse(*flags)
+
+
+@pytest.mark.slow
+def test_a_pack_of_kd_ttm_wttm_rld_equals_the_single_runs(tmp_path):
+    """The three logit methods of this file and test_distill_ttm.py, packed with KD on digits, end bit-identical
+    to their single runs (checkpoints, metrics, run folders), as tests/test_pack.py checks other packs."""
+    from test_pack import assert_same_runs, random_teacher, single_runs
+    teacher = random_teacher(tmp_path / 'teacher', 'resnet20', 10)
+    common = ['--path_t', teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic', '--print_freq', '5']
+    states = train_student.main([*common, '--model_s', 'resnet8', '--distill', 'kd,ttm,wttm,rld',
+                                 '--save_root', str(tmp_path / 'pack')])
+    assert sorted(states) == ['resnet8 kd', 'resnet8 rld', 'resnet8 ttm', 'resnet8 wttm']
+    single_runs(common, [('resnet8', m) for m in ('kd', 'ttm', 'wttm', 'rld')], tmp_path / 'single')
+    assert_same_runs(tmp_path / 'single', tmp_path / 'pack')
