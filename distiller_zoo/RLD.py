@@ -1,5 +1,5 @@
-"""RLD: Sun et al., "Knowledge Distillation with Refined Logits" (2024), loss as the official ``rld_loss``
-(zju-SWJ/RLD, ``mdistiller/distillers/RLD.py``, an mdistiller fork).
+"""RLD: Sun et al., "Knowledge Distillation with Refined Logits" (arXiv 2408.07703; ICCV 2025), loss as the
+official ``rld_loss`` (zju-SWJ/RLD, ``mdistiller/distillers/RLD.py``, an mdistiller fork).
 
 Two KL(teacher || student) terms, each averaged over the batch and times its temperature squared:
   * SCD (sample confidence distillation), at --rld_alpha_T: the binary distribution [p, 1 - p] of the student's
