@@ -21,7 +21,9 @@ METHODS = sorted({cls.name for cls in DISTILLERS.values()})
 SMALL = ['--nce_k', '64', '--init_epochs', '1', '--batch_size', '32']
 # FT's paraphraser has no BN: on the barely trained digits teacher (feature maps up to ~50) its init
 # stage diverges at RepDistiller's 0.01 and needs a smaller lr.
-EXTRA = {'factor': ['--learning_rate', '0.001']}
+EXTRA = {'factor': ['--learning_rate', '0.001'],
+         # TTM's official weight, -b 45, makes twelve steps on one batch at the digits lr 0.05 overshoot
+         'ttm': ['--learning_rate', '0.01']}
 
 
 @pytest.fixture(scope='module')
