@@ -151,3 +151,16 @@ def test_a_position_constant_across_channels():
     dead[0, :, 1, 2] = dead[1, :, 0, 0] = True
     assert torch.isfinite(g).all() and torch.isnan(e[dead]).all()
     torch.testing.assert_close(g[~dead], e[~dead], rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_pack_with_kd_equals_the_single_runs(tmp_path):
+    from test_pack import assert_same_runs, random_teacher, single_runs
+    teacher = random_teacher(tmp_path / 'teacher', 'resnet20', 10)
+    common = ['--path_t', teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic', '--print_freq', '5',
+              '--learning_rate', '0.002']
+    states = train_student.main([*common, '--model_s', 'resnet8', '--distill', 'kd,distplus',
+                                 '--save_root', str(tmp_path / 'pack')])
+    assert sorted(states) == ['resnet8 distplus', 'resnet8 kd']
+    single_runs(common, [('resnet8', 'kd'), ('resnet8', 'distplus')], tmp_path / 'single')
+    assert_same_runs(tmp_path / 'single', tmp_path / 'pack')

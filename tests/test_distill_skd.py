@@ -124,3 +124,16 @@ def test_defaults_are_torchdistills_config(flags):
 def test_undefined_settings_are_refused(flags, message):
     with pytest.raises(KDZooError, match=message):
         parse('resnet32x4', 'resnet8x4', *flags)
+
+
+@pytest.mark.slow
+def test_pack_with_kd_equals_the_single_runs(tmp_path):
+    from test_pack import assert_same_runs, random_teacher, single_runs
+    teacher = random_teacher(tmp_path / 'teacher', 'resnet20', 10)
+    common = ['--path_t', teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic', '--print_freq', '5',
+              '--learning_rate', '0.002']
+    states = train_student.main([*common, '--model_s', 'resnet8', '--distill', 'kd,skd',
+                                 '--save_root', str(tmp_path / 'pack')])
+    assert sorted(states) == ['resnet8 kd', 'resnet8 skd']
+    single_runs(common, [('resnet8', 'kd'), ('resnet8', 'skd')], tmp_path / 'single')
+    assert_same_runs(tmp_path / 'single', tmp_path / 'pack')
