@@ -21,7 +21,7 @@ from helper.precision import at_least_fp32
 from .base import Distiller
 from .registry import register
 
-__all__ = ['pearson_correlation', 'DIST', 'DISTDistiller']
+__all__ = ['pearson_correlation', 'inter_class_relation', 'intra_class_relation', 'DIST', 'DISTDistiller']
 
 
 def pearson_correlation(a, b, eps=1e-8):
@@ -29,6 +29,17 @@ def pearson_correlation(a, b, eps=1e-8):
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def inter_class_relation(y_s, y_t, correlation=pearson_correlation):
+    """1 - the mean correlation of the rows of two (n, d) tensors (DIST's inter-class relation on
+    probabilities of shape (batch, classes)); ``correlation(a, b)`` gives the row-wise correlations."""
+    return 1 - correlation(y_s, y_t).mean()
+
+
+def intra_class_relation(y_s, y_t, correlation=pearson_correlation):
+    """The same over columns (DIST's intra-class relation: each class across the batch)."""
+    return inter_class_relation(y_s.t(), y_t.t(), correlation)
 
 
 class DIST(nn.Module):
@@ -45,8 +56,8 @@ class DIST(nn.Module):
     def forward(self, z_s, z_t):
         y_s = (at_least_fp32(z_s) / self.tau).softmax(dim=1)
         y_t = (at_least_fp32(z_t) / self.tau).softmax(dim=1)
-        inter = 1 - pearson_correlation(y_s, y_t).mean()
-        intra = 1 - pearson_correlation(y_s.t(), y_t.t()).mean()
+        inter = inter_class_relation(y_s, y_t)
+        intra = intra_class_relation(y_s, y_t)
         return self.tau ** 2 * (self.beta * inter + self.gamma * intra)
 
 

@@ -21,9 +21,12 @@ METHODS = sorted({cls.name for cls in DISTILLERS.values()})
 SMALL = ['--nce_k', '64', '--init_epochs', '1', '--batch_size', '32']
 # FT's paraphraser has no BN: on the barely trained digits teacher (feature maps up to ~50) its init
 # stage diverges at RepDistiller's 0.01 and needs a smaller lr.
+# SKD's direction term reads L2-normalised logits, so its gradient grows as 1/|z|: a fresh student's small,
+# nearly collinear logits are thrown at 0.05 (with momentum) onto the term's scale-invariant plateau.
 EXTRA = {'factor': ['--learning_rate', '0.001'],
          # TTM's official weight, -b 45, makes twelve steps on one batch at the digits lr 0.05 overshoot
-         'ttm': ['--learning_rate', '0.01']}
+         'ttm': ['--learning_rate', '0.01'],
+         'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002']}
 
 
 @pytest.fixture(scope='module')
