@@ -79,7 +79,7 @@ teacher() {
     echo "$TEACHERS/$1_vanilla/$1_best.pth"
 }
 
-# Packed runs (README, "Packed runs"): a table script hands each of its cells to student_cell; cells that
+# Packed runs (docs/methods.md, "Packed runs"): a table script hands each of its cells to student_cell; cells that
 # share everything but the student and the method (teacher, data, recipe, trial, launcher flags) are
 # trained together as one train_student.py pack, one teacher pass per batch, and flush_packs (called at
 # the script's end) runs what is left.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RepDistiller's CIFAR-100 benchmark (CRD paper, Tables 1 and 2): every classic method on every pair,
-# with the weights of RepDistiller's scripts/run_cifar_distill.sh (METHODS.md §6). Needs the teachers
+# with the weights of RepDistiller's scripts/run_cifar_distill.sh (docs/methods.md, "Methods"). Needs the teachers
 # of scripts/run_cifar_teachers.sh. Summarise with: python tools/report.py
 # Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # mdistiller's CIFAR-100 benchmark of DKD (configs/cifar100/dkd/*.yaml, its README's 11 pairs) with
-# ReviewKD, DIST and OFD on the same pairs, every method with its defaults (README, "Methods"). Needs the
+# ReviewKD, DIST and OFD on the same pairs, every method with its defaults (docs/methods.md, "Methods"). Needs the
 # teachers of scripts/run_cifar_teachers.sh. Summarise with: python tools/report.py
 #
 # The configs' recipe is ours by default: 240 epochs, batch 64, lr 0.05 decayed at 150,180,210, weight

@@ -6,7 +6,7 @@
 # budget the reference's tools/train.py switches on with NTCE.ISAUG: epochs and decay stages doubled,
 # weight decay halved; it is spelled out here rather than hidden behind --distill ntce.
 # Weights are the configs' (CE 1, MKL 8; 2 for resnet56:resnet20 and resnet110:resnet32); shrink factors
-# and T 4 / warm-up 20 are the per-pair defaults of --distill mkl and ntce (README).
+# and T 4 / warm-up 20 are the per-pair defaults of --distill mkl and ntce (docs/methods.md, "Methods").
 # Cells of one teacher, recipe and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"

@@ -37,7 +37,9 @@ METHODS=(
 for s in $STUDENTS; do
     for method in "${METHODS[@]}"; do
         for trial in $TRIALS; do
-            # the factor goes into --trial: the run folder does not name it, and f = 8, 4, 2 must not collide
+            # the run folder names f where it differs from the default 2 (..._b:1_f:8_f8_0), so f = 8, 4, 2
+            # never collide; the factor also goes into --trial (f8_0), as it did before folders named
+            # method flags, so that tables begun then resume into the same folders
             own=()
             [[ $method == simkd* ]] && own=(--trial "f${method##* }_$trial")
             student_cell --path_t "$(teacher resnet32x4)" --trial $trial --gpu_id $GPU --data_folder $DATA \
