@@ -12,7 +12,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 GPU=${GPU:-0}
-TRIALS=${TRIALS:-0}
+TRIALS=${TRIALS:-0}  # one trial: the report's ± std stays empty; TRIALS="0 1 2" for the spread
 DATA=${DATA:-./data}
 TEACHERS=${TEACHERS:-./save/teachers/models}
 RESUME=${RESUME:-1}
