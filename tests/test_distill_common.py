@@ -21,7 +21,10 @@ METHODS = sorted({cls.name for cls in DISTILLERS.values()})
 SMALL = ['--nce_k', '64', '--init_epochs', '1', '--batch_size', '32']
 # FT's paraphraser has no BN: on the barely trained digits teacher (feature maps up to ~50) its init
 # stage diverges at RepDistiller's 0.01 and needs a smaller lr.
-EXTRA = {'factor': ['--learning_rate', '0.001']}
+# WSLD's value is a soft cross-entropy, T^2 * 2.25 * w * (the teacher's entropy + KL), whose weight w (the
+# student's CE over the teacher's, without gradient) rises as the student follows this barely trained,
+# near-uniform teacher at T 4: at T 1 its entropy is a smaller floor and the CE can bring w down in 12 steps.
+EXTRA = {'factor': ['--learning_rate', '0.001'], 'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1']}
 
 
 @pytest.fixture(scope='module')
