@@ -23,10 +23,14 @@ SMALL = ['--nce_k', '64', '--init_epochs', '1', '--batch_size', '32']
 # stage diverges at RepDistiller's 0.01 and needs a smaller lr.
 # SKD's direction term reads L2-normalised logits, so its gradient grows as 1/|z|: a fresh student's small,
 # nearly collinear logits are thrown at 0.05 (with momentum) onto the term's scale-invariant plateau.
+# WSLD's value is a soft cross-entropy, T^2 * 2.25 * w * (the teacher's entropy + KL), whose weight w (the
+# student's CE over the teacher's, without gradient) rises as the student follows this barely trained,
+# near-uniform teacher at T 4: at T 1 its entropy is a smaller floor and the CE can bring w down in 12 steps.
 EXTRA = {'factor': ['--learning_rate', '0.001'],
          # TTM's official weight, -b 45, makes twelve steps on one batch at the digits lr 0.05 overshoot
          'ttm': ['--learning_rate', '0.01'],
-         'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002']}
+         'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002'],
+         'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1']}
 
 
 @pytest.fixture(scope='module')
