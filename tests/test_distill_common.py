@@ -28,7 +28,7 @@ SMALL = ['--nce_k', '64', '--init_epochs', '1', '--batch_size', '32']
 # near-uniform teacher at T 4: at T 1 its entropy is a smaller floor and the CE can bring w down in 12 steps.
 EXTRA = {'factor': ['--learning_rate', '0.001'],
          # TTM's official weight, -b 45, makes twelve steps on one batch at the digits lr 0.05 overshoot
-         'ttm': ['--learning_rate', '0.01'],
+         'ttm': ['--learning_rate', '0.01'], 'ttm++': ['--learning_rate', '0.01'],
          'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002'],
          'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1']}
 
@@ -52,6 +52,7 @@ def build(name, teacher_path, root):
     args.seed = 0
     data = build_data('digits', '', args.batch_size, 'cpu', seed=0,
                       **DISTILLERS[name].data_options(args))
+    torch.manual_seed(0)  # the student's and the method's first weights, whichever tests ran before in this process
     return args, data, train_student.build_objective(args, data, torch.device('cpu'), 'fp32')
 
 

@@ -134,8 +134,11 @@ def test_editable_install_imports_without_sys_path_edits(tmp_path):
     in a fresh interpreter started elsewhere whose path holds only the install's site folder."""
     pytest.importorskip('setuptools', minversion='70.1')
     prefix = tmp_path / 'prefix'
+    before = _installed_kdzoo()
+    # --ignore-installed: pip would otherwise uninstall the kdzoo this interpreter has (the venv's own editable
+    # install, which the tools started by path in other tests need) before installing into the prefix
     install = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
-                              '--no-index', '--prefix', str(prefix), '-e', REPO],
+                              '--no-index', '--ignore-installed', '--prefix', str(prefix), '-e', REPO],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     (site,) = glob.glob(str(prefix / 'lib' / 'python*' / 'site-packages'))
@@ -160,9 +163,20 @@ def test_editable_install_imports_without_sys_path_edits(tmp_path):
                              'import tools.eval', site], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert hidden.returncode != 0 and 'ModuleNotFoundError' in hidden.stderr
     # and without the install the same interpreter cannot find them
-    bare = subprocess.run([sys.executable, '-I', '-c', 'import distiller_zoo'], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    bare = subprocess.run([sys.executable, '-I', '-S', '-c', 'import distiller_zoo'], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
     assert bare.returncode != 0 and 'ModuleNotFoundError' in bare.stderr
+    # the interpreter's own environment keeps what it had (the venv's install, where there is one)
+    assert before == _installed_kdzoo()
+
+
+def _installed_kdzoo():
+    """Where this interpreter's environment finds kdzoo's distribution (None without an install)."""
+    from importlib import metadata
+    try:
+        return str(metadata.distribution('kdzoo')._path)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def test_quickstart_installs_runtime_test_requirements_and_the_package():
