@@ -290,8 +290,8 @@ def test_multi_process_pack_follows_the_one_process_pack(tmp_path):
 
 # ---- bad pack specs: one line before anything starts --------------------------------------------------
 BAD = {
-    'unknown method': (['--distill', 'kd,kdd'], "pack member 'kdd': unknown --distill 'kdd' (did you mean kd or kdsvd "
-                                                "or rkd?)"),
+    # the three closest registered names follow; which they are changes as methods are added
+    'unknown method': (['--distill', 'kd,kdd'], "pack member 'kdd': unknown --distill 'kdd' (did you mean kd or "),
     'unknown flag': (['--distill', 'kd:zz=1,crd'], "pack member 'kd:zz=1': unknown flag 'zz'"),
     'flag without value': (['--distill', 'kd:r,crd'], "'r' needs a value (r=...)"),
     'switch with a value': (['--distill', 'norm:plain_ft=1,kd'], "'plain_ft' is a switch and takes no value"),
