@@ -2,6 +2,7 @@
 one array task per pack, one task is sent SIGTERM mid-run and requeues itself, every task finishes, the
 report reads every cell, and the weights equal those of the same table run locally (CPU, --deterministic).
 Skipped, with the reason, where Slurm and munge are not installed (.ci/run installs them) or not as root."""
+import datetime
 import glob
 import re
 import subprocess
@@ -39,15 +40,26 @@ def wait_for(ready, timeout, what, cluster):
 
 def queued(slurm, job):
     """The states of the job's tasks still in the queue. A requeued task, which Slurm holds back a while (its
-    BeginTime), is let start at once."""
-    lines = subprocess.run(['squeue', '-h', '-j', job, '-o', '%i %T'], env=slurm.env, capture_output=True,
+    BeginTime), is let start two seconds from now: not at once, because slurmd refuses a job credential made in
+    the same second as the one it revoked when the task stopped ("Job credential revoked"), and the task would
+    end without running."""
+    lines = subprocess.run(['squeue', '-h', '-j', job, '-o', '%i %T %S'], env=slurm.env, capture_output=True,
                            text=True, check=True).stdout.split('\n')
     states = [line.split() for line in lines if line.strip()]
-    for task, state in states:
-        if state == 'PENDING':
-            subprocess.run(['scontrol', 'update', f'JobId={task}', 'StartTime=now'], env=slurm.env,
+    for task, state, start in states:
+        if state == 'PENDING' and _later_than(start, seconds=5):
+            subprocess.run(['scontrol', 'update', f'JobId={task}', 'StartTime=now+2'], env=slurm.env,
                            capture_output=True)
-    return states
+    return [(task, state) for task, state, _ in states]
+
+
+def _later_than(start, seconds):
+    """Whether squeue's start time (local, ISO; 'N/A' where Slurm has none yet) is more than `seconds` away."""
+    try:
+        when = datetime.datetime.fromisoformat(start)
+    except ValueError:
+        return False
+    return when > datetime.datetime.now() + datetime.timedelta(seconds=seconds)
 
 
 def test_table_through_slurm_requeued_after_sigterm(slurm, tmp_path, digits_teacher):
