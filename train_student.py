@@ -24,9 +24,9 @@ from engine.pack import train_pack
 from engine.pack_args import is_pack, parse_pack
 from engine.run import RunSpec, run
 from engine.setup import resolved_defaults
-from engine.student import (build_objective, examine_teacher, export_deployable, init_stage_trainer,  # noqa: F401
-                            load_teacher, method_flags, non_default_flags, run_name, student_files, teacher_file,
-                            training_summary)
+from engine.student import (add_dot_arguments, build_objective, examine_teacher, export_deployable,  # noqa: F401
+                            init_stage_trainer, load_teacher, method_flags, non_default_flags, run_name,
+                            settle_dot, student_files, teacher_file, training_summary)
 from helper.checkpoint import check_file
 from helper.console import logged
 from helper.errors import KDZooError, run_cli
@@ -48,6 +48,7 @@ def build_parser():
                         f"comma-separated list of method[:flag=value...] trains a pack of students, e.g. "
                         f"kd,crd,dkd:b=8,simkd:f=4 (docs/methods.md, 'Packed runs')")
     add_loss_weights(method)
+    add_dot_arguments(parser)
     return add_method_arguments(parser)
 
 
@@ -68,6 +69,8 @@ def parse_single(argv, parser=None):
     parser = parser or build_parser()
     args = _parse(parser, argv)
     args.method_flags = method_flags(DISTILLERS[args.distill], parser)
+    if args.dot:  # DOT's flags name the run's folder, so kd and kd:dot train side by side
+        args.method_flags.update(dot='dot', dot_delta='dot_delta')
     identity = ['--path_t', args.path_t, '--model_t', args.model_t, '--model_s', args.model_s,
                 '--distill', args.distill, '--dataset', args.dataset]
     args.run_defaults = resolved_defaults(lambda argv: _parse(parser, argv), identity)
@@ -90,7 +93,9 @@ def _parse(parser, argv):
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
     args.model_t = check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = settle(DISTILLERS[args.distill], args)
-    return resolve_common_args(args, args.model_s)
+    resolve_common_args(args, args.model_s)
+    settle_dot(args, DISTILLERS[args.distill])
+    return args
 
 
 def main(argv=None):
