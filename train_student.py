@@ -69,6 +69,8 @@ def parse_single(argv, parser=None):
     parser = parser or build_parser()
     args = _parse(parser, argv)
     args.method_flags = method_flags(DISTILLERS[args.distill], parser)
+    if args.add != 'kd':  # --add and the added method's flags name the run's folder too
+        args.method_flags.update(add='add', **method_flags(DISTILLERS[args.add], parser))
     if args.dot:  # DOT's flags name the run's folder, so kd and kd:dot train side by side
         args.method_flags.update(dot='dot', dot_delta='dot_delta')
     identity = ['--path_t', args.path_t, '--model_t', args.model_t, '--model_s', args.model_s,

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from distiller_zoo import DISTILLERS
+from distiller_zoo.add import attach_added
 from distiller_zoo.teacher import probe_networks
 from distiller_zoo.two_stage import TwoStage
 from engine.loop import Trainer, evaluate_predictions
@@ -93,6 +94,7 @@ def build_objective(args, data, device, precision, method_cls=None, teacher=None
     probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 224 if args.dataset == 'imagenet' else 32,
                                       fmt)
     method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
+    attach_added(method, args, student, teacher, probe_s, probe_t, data, device)  # --add's loss, if any
     return DistillObjective(student, teacher, method, teacher_source)
 
 
