@@ -31,6 +31,7 @@ from helper.checkpoint import check_file
 from helper.console import logged
 from helper.errors import KDZooError, run_cli
 from models.registry import check_model_name, model_name_from_path
+from online import ONLINE_METHODS
 
 
 def build_parser():
@@ -58,9 +59,20 @@ def parse_args(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     first = parser.parse_known_args(argv)[0]
+    refuse_online_methods(first.distill)
     if is_pack(first.distill, first.model_s):
         return parse_pack(argv, first.distill, first.model_s, parser, parse_single)
     return parse_single(argv, parser)
+
+
+def refuse_online_methods(distill):
+    """One line for a --distill name (or pack member) that is a teacher-free method of train_online_mcl.py."""
+    for part in distill.split(','):
+        name = part.split(':')[0].strip()
+        found = ONLINE_METHODS.get(name.lower())
+        if found is not None and getattr(found, 'command', None) and name.lower() not in DISTILLERS:
+            raise KDZooError(f"{found.name} trains one network without a teacher and lives in the online wing: "
+                             f"{found.command}")
 
 
 def parse_single(argv, parser=None):
