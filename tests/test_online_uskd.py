@@ -152,3 +152,26 @@ def test_train_student_says_where_uskd_lives(distill):
         train_student.parse_args(['--path_t', 'vgg13.pth', '--model_s', 'vgg8', '--distill', distill])
     text = str(err.value)
     assert 'python train_online_mcl.py --uskd --arch' in text and '\n' not in text
+
+
+@pytest.mark.slow
+def test_a_run_saves_the_plain_network_and_reads_back_in_the_report(tmp_path, capsys):
+    """One epoch on a few digits: the run folder, the plain network in <model>_last.pth, and tools/report.py's
+    row 'uskd' in the column of its network, beside the --baseline runs."""
+    from tools import report
+    from conftest import first_digits
+    with pytest.MonkeyPatch.context() as patch:
+        first_digits(patch, 64, 32)
+        common = ['--arch', 'resnet8', '--dataset', 'digits', '--epochs', '1', '--batch_size', '16',
+                  '--deterministic', '--save_root', str(tmp_path)]
+        train_online_mcl.main([*common, '--uskd'])
+        train_online_mcl.main([*common, '--baseline'])
+    folder = tmp_path / 'online' / 'models' / 'resnet8_uskd_digits_trial_0'
+    last = torch.load(folder / 'resnet8_last.pth', weights_only=True)
+    assert not any(key.startswith('weak') for key in last['model'])
+    assert set(last['kdzoo']['objective']) == {'weak.weight', 'weak.bias'}
+    capsys.readouterr()
+    tables = report.main(['--save_root', str(tmp_path)])
+    online = [t for t in tables if t.kind == 'online']
+    assert [list(t.rows) for t in online] == [['Baseline', 'uskd']]
+    assert [online[0].headers[c] for c in online[0].columns] == ['resnet8 (resnet8)']
