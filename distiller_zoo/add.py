@@ -23,9 +23,6 @@ given; where both read one flag (``--distill ttm --add wttm``: ``--ttm_l``), as 
 from helper.errors import KDZooError
 from .registry import DISTILLERS
 
-__all__ = ['add_add_argument', 'added_method', 'attach_added', 'settle_add']
-
-
 def add_add_argument(group):
     """``--add`` on train_student.py's command line."""
     group.add_argument('--add', default='kd',

@@ -266,9 +266,10 @@ class Trainer:
         """--dot (helper/dot.py), as mdistiller's DOT trainer: backward of every term but 'ce' (the KD
         gradient, kept by ``step_kd``), then of 'ce' alone, then one step that applies both."""
         kd = sum(value for key, value in losses.items() if key != 'ce')
-        kd.backward(retain_graph=True)
-        if self.dist.enabled:
-            distributed.all_reduce_gradients(self._params, n)
+        if torch.is_tensor(kd) and kd.requires_grad:  # else no distillation gradient this step (a constant term)
+            kd.backward(retain_graph=True)
+            if self.dist.enabled:
+                distributed.all_reduce_gradients(self._params, n)
         self.optimizer.step_kd()
         self.optimizer.zero_grad(set_to_none=True)
         losses['ce'].backward()

@@ -130,6 +130,15 @@ def test_weight_decay_joins_the_ce_gradient_only():
         assert kd_only.item() == pytest.approx(expected_kd[step], abs=1e-7)
 
 
+def test_a_step_whose_distillation_terms_are_constant_applies_the_ce_gradient_alone():
+    w = torch.ones(2, requires_grad=True)
+    optimizer = DistillationOrientedTrainer([w], lr=0.5, momentum=0.8, momentum_kd=0.9)
+    loop = SimpleNamespace(optimizer=optimizer, dist=SimpleNamespace(enabled=False), _params=[w])
+    optimizer.zero_grad(set_to_none=True)
+    Trainer.dot_step(loop, {'ce': (w ** 2).sum(), 'kd': torch.zeros(())}, 1)
+    assert torch.equal(w.detach(), torch.zeros(2)) and 'momentum_kd_buffer' not in optimizer.state[w]
+
+
 # ---- the command line -------------------------------------------------------------------------------------
 def parse(*flags, dataset='cifar100', distill='kd'):
     models = ('ResNet34', 'ResNet18') if dataset == 'imagenet' else ('vgg13', 'vgg8')
