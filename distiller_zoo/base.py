@@ -139,7 +139,11 @@ class Distiller(MethodFlags, nn.Module):
     def added_loss(self, logits_s, logits_t, targets, batch=None, epoch=None):
         """This method's loss as another's --add: its ``method_loss`` on the logits (and its warm-up)."""
         batch = batch if batch is not None else _Labels(targets)
-        return self.ramp(epoch) * self.method_loss(NetOutput(logits_s), NetOutput(logits_t), batch, epoch)
+        if epoch is None and self.warmup:
+            raise KDZooError(f"--add {self.name} ramps its loss in over epochs, and this method's ce_kd_terms call "
+                             f"passes no epoch; pass epoch= there")
+        ramp = self.ramp(epoch) if self.warmup else 1.0
+        return ramp * self.method_loss(NetOutput(logits_s), NetOutput(logits_t), batch, epoch)
 
     def losses(self, out_s, out_t, batch, epoch):
         terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets, batch, epoch)
