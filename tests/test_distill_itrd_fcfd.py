@@ -173,3 +173,34 @@ def test_pack_equals_the_single_runs(tmp_path):
                         '--save_root', str(tmp_path / 'pack')])
     single_runs(common, [('resnet8', 'kd'), ('resnet8', 'itrd', '--lambda_mutual', '0.05')], tmp_path / 'single')
     assert_same_runs(tmp_path / 'single', tmp_path / 'pack')
+
+
+# ---------------------------------------------------------------------------------------------- forward_from
+
+RESUMABLE = [('resnet8', 32), ('resnet8x4', 32), ('wrn_16_2', 32), ('vgg8', 32), ('vgg8', 64), ('MobileNetV2', 32),
+             ('ShuffleV1', 32), ('ShuffleV2', 32), ('ResNet18', 32), ('MobileNetV1', 32),
+             ('MobileNetV2_Imagenet', 32), ('ShuffleV2_Imagenet', 64)]
+
+
+@pytest.mark.parametrize('name, size', RESUMABLE)
+def test_forward_from_any_stage_map_gives_the_networks_own_logits(name, size):
+    """Running stage k's map from k on equals the full forward, for every k (the pooled map m included)."""
+    from models.registry import ALL_MODELS
+    torch.manual_seed(0)
+    net = ALL_MODELS[name](num_classes=5).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        maps, logits = net.forward_stages(x), net(x)
+        for k, m in enumerate(maps):
+            assert torch.equal(net.forward_from(k, m), logits), (name, k)
+        # and it is the stages that run: another map at stage 1 gives other logits (the untrained MobileNetV1's
+        # last map is all zeros, whatever its input)
+        assert name == 'MobileNetV1' or not torch.allclose(net.forward_from(1, torch.randn_like(maps[1]).abs()), logits)
+
+
+def test_forward_from_refuses_what_it_cannot_serve():
+    from models.registry import ALL_MODELS
+    with pytest.raises(KDZooError, match='HCGNet cannot be run from an intermediate stage on'):
+        ALL_MODELS['hcgnet_A1'](num_classes=5).forward_from(1, torch.zeros(1))
+    with pytest.raises(KDZooError, match=r'stage 5 is out of range for ResNet, whose stage maps are 0\.\.4'):
+        ALL_MODELS['resnet8'](num_classes=5).forward_from(5, torch.zeros(1))
