@@ -1,12 +1,15 @@
 """ITRD and FCFD: each loss and its gradient against a float64 transcription of the official code (roymiles/ITRD
 ``distiller_zoo/IT.py``; LiuDongyang6/FCFD ``classification/cifar/main.py`` and ``models/meta.py``), the defaults,
 the bad flags, the stage-resume forward of models/ and a pack of both that equals the single runs."""
+import random
+
 import numpy as np
 import pytest
 import torch
 
 import train_student
 from distiller_zoo import DISTILLERS
+from distiller_zoo.FCFD import candidate_paths, fcfd_l2
 from distiller_zoo.ITRD import ITLoss, itrd_correlation, itrd_mutual
 from helper.errors import KDZooError
 
@@ -163,15 +166,255 @@ def test_undefined_settings_are_refused(name, flags, message):
         parse(name, *flags)
 
 
+# ---------------------------------------------------------------------------------------------- FCFD
+
+def test_fcfd_candidate_paths_are_the_official_lists():
+    """meta.py's _create_candidate_path, written out there for 4 and 5 stages."""
+    assert candidate_paths(4, 'bi') == [[0, 0, 1, 1], [0, 0, 0, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    assert candidate_paths(5, 'bi') == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [1, 1, 0, 0, 0],
+                                        [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]]
+    assert candidate_paths(4, 's2t') == [[1, 1, 0, 0], [1, 1, 1, 0]]
+    assert candidate_paths(5, 't2s') == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1]]
+    assert candidate_paths(4, 'nomix') == []
+
+
+def official_l2(stage_dicts):
+    """The L2 loop of cifar/main.py's train_one_epoch in NumPy, per stage a list of maps whose first is the
+    teacher's own: MSE of the others to it, and at the last stage of their ReLU'd, pooled vectors."""
+    loss = 0.0
+    for stage, values in enumerate(stage_dicts):
+        target = values[0]
+        for val in values[1:]:
+            loss += ((val - target) ** 2).mean()
+        if stage == len(stage_dicts) - 1:
+            pooled = np.maximum(target, 0).mean(axis=(2, 3))
+            for val in values[1:]:
+                loss += ((np.maximum(val, 0).mean(axis=(2, 3)) - pooled) ** 2).mean()
+    return loss
+
+
+def test_fcfd_l2_value_and_gradient_match_the_official_loop():
+    shapes = [(2, 3, 4, 4), (2, 2, 2, 2), (2, 3, 2, 2)]
+    counts = [1, 2, 3]  # the bridged student map, and maps of the sampled student-to-teacher paths
+    targets = [RNG.normal(0, 1, shape) for shape in shapes]
+    values = [[RNG.normal(0, 1, shape) for _ in range(k)] for shape, k in zip(shapes, counts)]
+    tensors = [[torch.tensor(v, requires_grad=True) for v in vs] for vs in values]
+    loss = fcfd_l2(tensors, [torch.tensor(t) for t in targets])
+    assert loss.item() == pytest.approx(official_l2([[t] + vs for t, vs in zip(targets, values)]), rel=1e-12)
+    loss.backward()
+    for stage, vs in enumerate(values):
+        for k, v in enumerate(vs):
+            def f(x, stage=stage, k=k):
+                changed = [list(row) for row in values]
+                changed[stage][k] = x
+                return official_l2([[t] + row for t, row in zip(targets, changed)])
+            np.testing.assert_allclose(tensors[stage][k].grad.numpy(), numeric_grad(f, v), rtol=1e-5, atol=1e-9)
+
+
+def official_meta_forward(stage_forward, classify, bridge, images, full_paths, n_stages):
+    """MetaModel.forward of meta.py (models 0 the teacher, 1 the student) over given stage, classifier and bridge
+    functions: stage maps named by path prefixes, a pure student map always bridged into the teacher, a pure map
+    bridged into the other network when a sampled path goes on there; (outputs, inters[1:])."""
+    def first_n(path, until):
+        return path[0] if until == 0 else '.'.join(path[:until + 1])
+
+    def is_pure(name):
+        parts = name.split('.')
+        return all(p == parts[0] for p in parts)
+
+    paths = [[str(m) for m in p] for p in full_paths]
+    inters = [[{} for _ in range(2)] for _ in range(n_stages)]
+    for stage in range(n_stages):
+        for path in paths:
+            m = int(path[stage])
+            x = images if stage == 0 else inters[stage - 1][m][first_n(path, stage - 1)]
+            name = first_n(path, stage)
+            if name not in inters[stage][m]:
+                out = stage_forward(m, stage, x)
+                inters[stage][m][name] = out
+                if is_pure(name) and stage != 0:
+                    other = 1 - m
+                    need = other == 0 or any(first_n(p, stage) == name and int(p[stage + 1]) == other
+                                             for p in paths[2:])
+                    if need:
+                        inters[stage][other][name] = bridge(stage, other, out)
+    outputs = [classify(int(p[-1]), inters[n_stages - 1][int(p[-1])]['.'.join(p)]) for p in paths]
+    return outputs, inters[1:]
+
+
+def official_fcfd_loss(method, student, teacher, images, labels, paths, epoch, weight_l2, mix, T):
+    """train_one_epoch's total loss (0-based ``epoch``) for the given sampled paths, in torch as the official."""
+    from distiller_zoo.FCFD import Stages
+    stages = [Stages(teacher), Stages(student)]
+    nets = [teacher, student]
+
+    def bridge(stage, target, x):
+        return (method.to_student if target == 1 else method.to_teacher)[stage - 1](x)
+
+    n = stages[0].n
+    outputs, inters = official_meta_forward(lambda m, j, x: stages[m].functions[0](x) if j == 0 else
+                                            stages[m].step(j, x), lambda m, x: nets[m].forward_head(x), bridge,
+                                            images, [[0] * n, [1] * n] + paths, n)
+
+    def kl(src, target):
+        return torch.nn.functional.kl_div(torch.log_softmax(src / T, 1), torch.softmax(target.detach() / T, 1),
+                                          reduction='batchmean') * T * T
+    total = 0
+    for stage in range(len(inters)):
+        values = list(inters[stage][0].values())
+        target, loss_l2 = values[0].detach(), 0
+        for val in values[1:]:
+            loss_l2 += torch.nn.functional.mse_loss(val, target)
+        if stage == len(inters) - 1:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(torch.relu(target), 1).view(images.shape[0], -1)
+            for val in values[1:]:
+                val = torch.nn.functional.adaptive_avg_pool2d(torch.relu(val), 1).view(images.shape[0], -1)
+                loss_l2 += torch.nn.functional.mse_loss(val, pooled)
+        if epoch < 20:
+            loss_l2 = min(1, (epoch + 1) / 20) * loss_l2
+        total += loss_l2 * weight_l2
+    total += torch.nn.functional.cross_entropy(outputs[1], labels) + kl(outputs[1], outputs[0])
+    for output in outputs[2:]:
+        total += mix * kl(output, outputs[0])
+    return total
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_fcfd_total_loss_and_gradients_match_the_official_meta_model(seed):
+    """The method's terms on a resnet20 teacher and resnet8 student (float64, tiny images) against meta.py's routing
+    and main.py's loss with the same sampled paths: the same value and the same gradients of the student's and the
+    bridges' parameters; the teacher gets no gradient and keeps its weights and statistics."""
+    from types import SimpleNamespace
+
+    from distiller_zoo.teacher import probe_networks, run_teacher
+    from models.registry import ALL_MODELS
+    args = parse('fcfd', '--fcfd_mix', '0.2', model_t='resnet20', model_s='resnet8')
+    torch.manual_seed(seed)
+    student = ALL_MODELS['resnet8'](num_classes=5)
+    teacher = ALL_MODELS['resnet20'](num_classes=5).eval().requires_grad_(False)
+    probe_s, probe_t = probe_networks(student, teacher, False, 8)
+    method = DISTILLERS['fcfd'](args, student, teacher, probe_s, probe_t, None)
+    student.double(), teacher.double(), method.double()
+    batch = SimpleNamespace(images=torch.randn(4, 3, 8, 8, dtype=torch.float64), targets=torch.tensor([0, 1, 2, 4]))
+    out_t = run_teacher(teacher, batch, method.teacher_request())
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    params = list(student.parameters()) + list(method.parameters())
+
+    random.seed(seed)
+    paths = random.sample(candidate_paths(4, 'bi'), 2)
+    random.seed(seed)
+    _, terms = method.forward_train(student, batch, out_t, epoch=5)
+    assert set(terms) == {'ce', 'kd', 'fcfd_mix', 'fcfd'}
+    mine = sum(terms.values())
+    grads = torch.autograd.grad(mine, params, allow_unused=True)
+    reference = official_fcfd_loss(method, student, teacher, batch.images, batch.targets, paths, 4, 5.0, 0.2, 4.0)
+    expected = torch.autograd.grad(reference, params, allow_unused=True)
+    assert mine.item() == pytest.approx(reference.item(), rel=1e-12)
+    for a, b in zip(grads, expected):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
+
+
+
+def small_fcfd(*flags, model_t='resnet20', model_s='resnet8'):
+    from distiller_zoo.teacher import probe_networks
+    from models.registry import ALL_MODELS
+    args = parse('fcfd', *flags, model_t=model_t, model_s=model_s)
+    torch.manual_seed(0)
+    student = ALL_MODELS[model_s](num_classes=5)
+    teacher = ALL_MODELS[model_t](num_classes=5).eval().requires_grad_(False)
+    probe_s, probe_t = probe_networks(student, teacher, False, 8)
+    return DISTILLERS['fcfd'](args, student, teacher, probe_s, probe_t, None), student, teacher
+
+
+def test_fcfd_mixed_paths_leave_the_students_bn_statistics_alone():
+    """Teacher-to-student paths run the student's later stages in train mode (batch statistics) without moving its
+    running statistics, as the official GhostForward: after a step they are those of the student's own pass."""
+    from types import SimpleNamespace
+
+    from distiller_zoo.teacher import run_teacher
+    from models.features import run_network
+    method, student, teacher = small_fcfd('--fcfd_path_type', 't2s')
+    batch = SimpleNamespace(images=torch.randn(4, 3, 8, 8), targets=torch.tensor([0, 1, 2, 4]))
+    out_t = run_teacher(teacher, batch, method.teacher_request())
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    student.train()
+    _, terms = method.forward_train(student, batch, out_t, epoch=1)
+    assert 'fcfd_mix' in terms and terms['fcfd_mix'].requires_grad
+    after_method = {k: v.clone() for k, v in student.state_dict().items()}
+    student.load_state_dict(start)
+    run_network(student, batch.images, True, False, True)
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in after_method.items())
+    assert any(not torch.equal(v, start[k]) for k, v in after_method.items())  # its own pass did move them
+
+
+def test_fcfd_bridges_follow_the_official_build_bridge():
+    method, _, _ = small_fcfd(model_t='resnet32x4', model_s='ShuffleV2')
+    # on 8x8 probes each ShuffleV2 map is half as high as resnet32x4's: a stride-2 conv (with a bias) down to the
+    # student, a 4x4 transposed conv up to the teacher
+    for bridge in method.to_student:
+        assert isinstance(bridge[0], torch.nn.Conv2d) and bridge[0].stride == (2, 2) and bridge[0].bias is not None
+    for bridge in method.to_teacher:
+        assert isinstance(bridge[0], torch.nn.ConvTranspose2d) and bridge[0].kernel_size == (4, 4)
+    for bridge in list(method.to_student) + list(method.to_teacher):
+        conv, bn = bridge[0], bridge[1]
+        assert isinstance(bn, torch.nn.BatchNorm2d) and bn.num_features == conv.out_channels
+        assert isinstance(bridge[-1], torch.nn.LeakyReLU)  # both networks' maps here are post-ReLU
+    method, _, _ = small_fcfd(model_t='wrn_40_2', model_s='wrn_16_2')
+    assert not any(isinstance(b[-1], torch.nn.LeakyReLU) for b in list(method.to_student)[:2])  # WRN block outputs
+    assert all(isinstance(b[0], torch.nn.Conv2d) and b[0].stride == (1, 1) and b[0].bias is None
+               for b in method.to_student)
+
+
+def test_fcfd_defaults_per_pair():
+    args = parse('fcfd')
+    assert (args.gamma, args.alpha, args.beta, args.fcfd_T, args.fcfd_mix, args.fcfd_warmup) == \
+        (1.0, 1.0, 5.0, 4.0, 1.0, 20)
+    assert (args.fcfd_paths, args.fcfd_path_type) == (2, 'bi')
+    assert parse('fcfd', model_t='resnet56', model_s='resnet20').beta == 0.02
+    assert parse('fcfd', model_t='resnet32x4', model_s='ShuffleV1').fcfd_T == 8.0
+    assert parse('fcfd', model_t='ResNet50', model_s='MobileNetV2').fcfd_T == 8.0
+    assert parse('fcfd', model_t='wrn_40_2', model_s='wrn_16_2').fcfd_mix == 0.2
+    args = parse('fcfd', model_t='ResNet34', model_s='ResNet18', dataset='imagenet')
+    assert (args.beta, args.fcfd_T, args.fcfd_warmup) == (0.02, 1.0, 5)
+    assert parse('fcfd', model_t='ResNet50', model_s='MobileNetV1', dataset='imagenet').beta == 5.0
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--fcfd_T', '0'], '--fcfd_T must be positive'),
+    (['--fcfd_mix', '-1'], '--fcfd_mix cannot be negative'),
+    (['--fcfd_paths', '-1'], '--fcfd_paths cannot be negative'),
+    (['--fcfd_warmup', '-1'], '--fcfd_warmup cannot be negative'),
+])
+def test_fcfd_undefined_settings_are_refused(flags, message):
+    with pytest.raises(KDZooError, match=message):
+        parse('fcfd', *flags)
+
+
+@pytest.mark.parametrize('model_t, model_s, flags, message', [
+    ('ResNet50', 'resnet8', [], 'fcfd pairs stages one to one, but the student resnet8 has 4 and the teacher '
+                                'ResNet50 5'),
+    ('hcgnet_A1', 'resnet8', [], 'HCGNet cannot be run from an intermediate stage on'),
+    ('resnet20', 'resnet8', ['--fcfd_paths', '5'], '--fcfd_paths 5 is more than the 4 mixed paths'),
+    ('resnet20', 'resnet8', ['--fcfd_path_type', 's2t', '--fcfd_paths', '3'], 'more than the 2 mixed paths'),
+])
+def test_fcfd_pairs_it_cannot_serve_are_refused(model_t, model_s, flags, message):
+    with pytest.raises(KDZooError, match=message):
+        small_fcfd(*flags, model_t=model_t, model_s=model_s)
+
+
 # ---------------------------------------------------------------------------------------------- pack
 
 @pytest.mark.slow
 def test_pack_equals_the_single_runs(tmp_path):
     teacher = random_teacher(tmp_path / 'teacher', 'resnet20', 10)
     common = ['--path_t', teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic', '--print_freq', '5']
-    train_student.main([*common, '--model_s', 'resnet8', '--distill', 'kd,itrd:lambda_mutual=0.05',
+    train_student.main([*common, '--model_s', 'resnet8', '--distill', 'itrd:lambda_mutual=0.05,fcfd',
                         '--save_root', str(tmp_path / 'pack')])
-    single_runs(common, [('resnet8', 'kd'), ('resnet8', 'itrd', '--lambda_mutual', '0.05')], tmp_path / 'single')
+    single_runs(common, [('resnet8', 'itrd', '--lambda_mutual', '0.05'), ('resnet8', 'fcfd')], tmp_path / 'single')
     assert_same_runs(tmp_path / 'single', tmp_path / 'pack')
 
 
