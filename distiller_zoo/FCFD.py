@@ -212,15 +212,17 @@ class FCFD(Distiller):
         if args.fcfd_warmup < 0:
             raise KDZooError(f"--fcfd_warmup cannot be negative, got {args.fcfd_warmup}")
 
-    def run_mixed(self, student, path, maps_s, maps_t):
-        """One mixed path: (its logits, the teacher-space maps it adds per stage, by official stage - 1)."""
+    def run_mixed(self, student, path, bridged_s, maps_t):
+        """One mixed path: (its logits, the teacher-space maps it adds, by stage); ``bridged_s[j - 1]`` is the
+        student's stage-j map already bridged into the teacher's space (each bridge runs once a step, as the
+        official's)."""
         j = path.index(path[-1])  # the first stage run by the network the path ends in
         if path[-1] == 1:  # the teacher's stages 0..j-1, then the student's, its BN statistics left alone
             x = self.to_student[j - 2](maps_t[j - 1])
             buffers = {f'net.{name}': value.clone() for name, value in student.named_buffers()}
             _, logits = functional_call(Continue(student, self.stages_s, j), buffers, (x,))
             return logits, {}
-        x = self.to_teacher[j - 2](maps_s[j - 1])
+        x = bridged_s[j - 2]
         maps, logits = Continue(self.teacher.module, self.stages_t, j)(x)
         return logits, {j + k: value for k, value in enumerate(maps)}
 
@@ -231,10 +233,11 @@ class FCFD(Distiller):
         terms = {'ce': self.gamma * F.cross_entropy(out_s.logits, batch.targets)}
         if self.alpha:
             terms['kd'] = self.alpha * fcfd_kd(out_s.logits, out_t.logits, self.T)
-        teacher_space = [[bridge(maps_s[j + 1])] for j, bridge in enumerate(self.to_teacher)]
+        bridged_s = [bridge(maps_s[j + 1]) for j, bridge in enumerate(self.to_teacher)]
+        teacher_space = [[x] for x in bridged_s]
         mix = 0
         for path in random.sample(self.paths, self.num_paths):
-            logits, maps = self.run_mixed(student, path, maps_s, maps_t)
+            logits, maps = self.run_mixed(student, path, bridged_s, maps_t)
             for stage, value in maps.items():
                 teacher_space[stage - 1].append(value)
             mix = mix + fcfd_kd(logits, out_t.logits, self.T)

@@ -305,6 +305,9 @@ def test_fcfd_total_loss_and_gradients_match_the_official_meta_model(seed):
     random.seed(seed)
     _, terms = method.forward_train(student, batch, out_t, epoch=5)
     assert set(terms) == {'ce', 'kd', 'fcfd_mix', 'fcfd'}
+    # each bridge ran at most once (the official computes each named map once): its BN counted one batch at most
+    assert all(b[1].num_batches_tracked.item() == 1 for b in method.to_teacher)
+    assert all(b[1].num_batches_tracked.item() <= 1 for b in method.to_student)
     mine = sum(terms.values())
     grads = torch.autograd.grad(mine, params, allow_unused=True)
     reference = official_fcfd_loss(method, student, teacher, batch.images, batch.targets, paths, 4, 5.0, 0.2, 4.0)
