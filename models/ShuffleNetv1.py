@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, stage_maps
+from .features import FeatureNet, identity, stage_maps, stage_output
 
 STEM_CHANNELS = 24
 
@@ -84,6 +84,10 @@ class ShuffleNet(FeatureNet):
     def forward_stages(self, x, preact=False):
         # RepDistiller pools the last stage's output 4x4, the whole map of a 32x32 input: global pooling.
         return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
+
+    def stage_functions(self):
+        return [lambda x: F.relu(self.bn1(self.conv1(x))),
+                *map(stage_output, [self.layer1, self.layer2, self.layer3]), identity]
 
 
 def ShuffleV1(num_classes=100, **kwargs):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, stage_maps
+from .features import FeatureNet, stage_maps, stage_output
 
 STEM_CHANNELS = 24
 
@@ -118,6 +118,11 @@ class ShuffleNetV2(FeatureNet):
         # RepDistiller pools the head's output 4x4, the whole map of a 32x32 input: global pooling.
         maps[-1] = F.relu(self.bn2(self.conv2(maps[-1])))
         return maps
+
+    def stage_functions(self):
+        return [lambda x: F.relu(self.bn1(self.conv1(x))),
+                *map(stage_output, [self.layer1, self.layer2, self.layer3]),
+                lambda x: F.relu(self.bn2(self.conv2(x)))]
 
 
 def ShuffleV2_0_5(num_classes=100, **kwargs):

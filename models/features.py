@@ -49,6 +49,25 @@ class FeatureNet(nn.Module):
         """``m``, the map ``forward_head`` pools into the classifier (timm's ``forward_features``)."""
         return self.forward_stages(x)[-1]
 
+    def stage_functions(self):
+        """``[g0, g1, ..., gK, tail]``: ``g0`` maps the image to ``f0``, ``gk`` maps ``f(k-1)`` to ``fk`` and ``tail``
+        maps ``fK`` to ``m``, where ``f0 .. fK, m`` are the maps of ``forward_stages(x)`` (without ``preact``), so that
+        chaining them is the forward pass. A family without them cannot be run from a stage on (``forward_from``)."""
+        raise KDZooError(f"{type(self).__name__} cannot be run from an intermediate stage on (it defines no "
+                         f"stage_functions); choose another network for this method")
+
+    def forward_from(self, stage, x):
+        """Logits of the network run from its stage map ``stage`` on: ``x`` takes the place of ``f<stage>`` of
+        ``forward_stages`` (without ``preact``; ``stage`` K+1 is ``m``), and the later stages, the head layers and
+        the classifier follow. ``forward_from(k, forward_stages(x)[k])`` is ``forward(x)``."""
+        functions = self.stage_functions()
+        if not 0 <= stage < len(functions):
+            raise KDZooError(f"stage {stage} is out of range for {type(self).__name__}, whose stage maps are "
+                             f"0..{len(functions) - 1}")
+        for function in functions[stage + 1:]:
+            x = function(x)
+        return self.forward_head(x)
+
     def forward_head(self, x, pre_logits=False):
         """Global average pooling of the map ``x`` into a vector, then the classifier; with ``pre_logits`` the
         pooled vector itself (``feats[-1]`` of ``forward(..., is_feat=True)``)."""
@@ -101,6 +120,15 @@ def run_features(net, x, preact=False):
     maps = net.forward_stages(x, preact=preact)
     pooled = net.forward_head(maps[-1], pre_logits=True)
     return maps, maps[:-1] + [pooled], net.classify(pooled)
+
+
+def stage_output(stage):
+    """A stage whose last block returns ``(output, pre-ReLU output)`` as a function of one map to its output."""
+    return lambda x: stage(x)[0]
+
+
+def identity(x):
+    return x
 
 
 def stage_maps(f0, stages, preact=False):

@@ -107,6 +107,11 @@ class CifarMobileNetV2(FeatureNet):
         f4 = self.blocks[6](self.blocks[5](f3))
         return [f0, f1, f2, f3, f4, self.conv2(f4)]
 
+    def stage_functions(self):
+        b = self.blocks
+        return [self.conv1, lambda x: b[1](b[0](x)), b[2], lambda x: b[4](b[3](x)), lambda x: b[6](b[5](x)),
+                self.conv2]
+
 
 def MobileNetV2(num_classes=100, **kwargs):
     return CifarMobileNetV2(expand_ratio=6, width_mult=0.5, num_classes=num_classes, **kwargs)

@@ -7,7 +7,7 @@ their checkpoints load strictly. The last block of each stage also returns its p
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, init_weights, stage_maps
+from .features import FeatureNet, identity, init_weights, stage_maps, stage_output
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -111,6 +111,10 @@ class ResNet(FeatureNet):
 
     def forward_stages(self, x, preact=False):
         return stage_maps(self.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3], preact)
+
+    def stage_functions(self):
+        return [lambda x: self.relu(self.bn1(self.conv1(x))),
+                *map(stage_output, [self.layer1, self.layer2, self.layer3]), identity]
 
 
 # Widths [stem, stage1, stage2, stage3]. "xK" multiplies the stage widths by K. The x4 stem is 32 wide,

@@ -6,7 +6,7 @@ classifier), so its checkpoints load strictly.
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import FeatureNet, init_weights, stage_maps
+from .features import FeatureNet, identity, init_weights, stage_maps, stage_output
 
 
 class Bottleneck(nn.Module):
@@ -74,6 +74,10 @@ class ResNet(FeatureNet):
     def forward_stages(self, x, preact=False):
         return stage_maps(F.relu(self.bn1(self.conv1(x))), [self.layer1, self.layer2, self.layer3, self.layer4],
                           preact)
+
+    def stage_functions(self):
+        return [lambda x: F.relu(self.bn1(self.conv1(x))),
+                *map(stage_output, [self.layer1, self.layer2, self.layer3, self.layer4]), identity]
 
 
 def ResNet50(num_classes=100, **kwargs):

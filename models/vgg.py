@@ -64,6 +64,12 @@ class VGG(FeatureNet):
             return [f0, f1_pre, f2_pre, f3_pre, f4_pre, f4]
         return [f0, f1, f2, f3, f4, f4]
 
+    def stage_functions(self):
+        # forward_stages pools before block4 for 64x64 inputs only, whose f3 is the one 8 high
+        return [lambda x: F.relu(self.block0(x)), lambda x: F.relu(self.block1(self.pool0(x))),
+                lambda x: F.relu(self.block2(self.pool1(x))), lambda x: F.relu(self.block3(self.pool2(x))),
+                lambda x: F.relu(self.block4(self.pool3(x) if x.shape[2] == 8 else x)), lambda x: x]
+
 
 # Conv widths per block, RepDistiller's configurations 'S', 'A', 'B', 'D' and 'E'.
 WIDTHS = {

@@ -96,6 +96,9 @@ class WideResNet(FeatureNet):
             return [f0, f1_pre, f2_pre, f3_pre, pooled_map]
         return [f0, f1, f2, f3, pooled_map]
 
+    def stage_functions(self):
+        return [self.conv1, self.block1, self.block2, self.block3, lambda x: F.relu(self.bn1(x))]
+
 
 def wrn_16_1(num_classes=100, **kwargs):
     return WideResNet(16, widen_factor=1, num_classes=num_classes, **kwargs)

@@ -69,3 +69,8 @@ class MobileNetV1(FeatureNet):
             preact_feats.append(stage_preact)
             start = end
         return (preact_feats if preact else feats) + [x]
+
+    def stage_functions(self):
+        def stage(start, end):
+            return lambda x: F.relu(self.model[end - 1][:-1](self.model[start:end - 1](x)))
+        return [stage(start, end) for start, end in zip((0,) + STAGE_ENDS[:-1], STAGE_ENDS)] + [lambda x: x]

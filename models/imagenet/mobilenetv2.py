@@ -80,6 +80,10 @@ class MobileNetV2(FeatureNet):
             start = end
         return feats + [self.features[start:](x)]
 
+    def stage_functions(self):
+        bounds = (0,) + STAGE_ENDS + (len(self.features),)
+        return [self.features[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
 
 def MobileNetV2_Imagenet(num_classes=1000, **kwargs):
     return MobileNetV2(num_classes=num_classes, **kwargs)

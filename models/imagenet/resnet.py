@@ -140,6 +140,11 @@ class ResNet(FeatureNet):
             return preact_feats + [pooled_map]
         return [F.relu(f) for f in preact_feats[:-1]] + [pooled_map, pooled_map]
 
+    def stage_functions(self):
+        # every stage starts with the ReLU of its input, so it reads the reported (post-ReLU) map as its pre-ReLU one
+        return [lambda x: F.relu(self.maxpool(self.bn1(self.conv1(x)))),
+                *[lambda x, stage=stage: F.relu(stage(x)) for stage in self.stages()], lambda x: x]
+
 
 def ResNet18(num_classes=1000, **kwargs):
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)

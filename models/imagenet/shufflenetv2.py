@@ -91,6 +91,10 @@ class ShuffleNetV2(FeatureNet):
         f3 = self.conv5(self.stage4(f2))
         return [f0, f1, f2, f3, f3]
 
+    def stage_functions(self):
+        return [lambda x: self.maxpool(self.conv1(x)), self.stage2, self.stage3,
+                lambda x: self.conv5(self.stage4(x)), lambda x: x]
+
 
 def ShuffleV2_Imagenet(num_classes=1000, **kwargs):
     return ShuffleNetV2(num_classes=num_classes, **kwargs)
