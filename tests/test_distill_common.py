@@ -13,7 +13,7 @@ from dataset import build_data
 from distiller_zoo import DISTILLERS
 from engine.setup import sgd
 
-from conftest import run_script
+from conftest import first_digits, run_script
 
 # Each method once under its canonical name (aliases such as NORM or nd_kd select the same class).
 METHODS = sorted({cls.name for cls in DISTILLERS.values()})
@@ -31,6 +31,14 @@ EXTRA = {'factor': ['--learning_rate', '0.001'],
          'ttm': ['--learning_rate', '0.01'], 'ttm++': ['--learning_rate', '0.01'],
          'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002'],
          'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1']}
+
+
+@pytest.fixture
+def small_digits(monkeypatch):
+    """Whole runs train on the first 192 training and 64 test digits (six batches of 32): what they check is
+    that each method runs, writes and resumes, not what it learns, and on the whole digits they were a third
+    of CI's time. The teacher and the loss-falls test keep the whole data."""
+    first_digits(monkeypatch, 192, 64)
 
 
 @pytest.fixture(scope='module')
@@ -87,7 +95,7 @@ def test_training_steps_lower_the_loss_and_leave_the_teacher_alone(name, teacher
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', METHODS)
-def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_path):
+def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_path, small_digits):
     state = train_student.main(student_argv(name, teacher_path, tmp_path, '--epochs', '1'))
     assert state['epoch'] == 1
     runs = os.listdir(tmp_path / 'students' / 'models')
@@ -102,7 +110,7 @@ def test_one_epoch_run_writes_checkpoint_and_metrics(name, teacher_path, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['kd', 'crd', 'factor'])
-def test_interrupted_student_run_resumes_exactly(name, teacher_path, tmp_path, monkeypatch):
+def test_interrupted_student_run_resumes_exactly(name, teacher_path, tmp_path, monkeypatch, small_digits):
     from engine.loop import Trainer
     whole = train_student.main(student_argv(name, teacher_path, tmp_path / 'whole', '--epochs', '2'))
     original_save = Trainer.save

@@ -13,6 +13,12 @@ from helper.errors import KDZooError
 from models.features import NetOutput
 from models.registry import build_model
 
+from conftest import small_digits_fixture
+
+# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
+# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
+small_digits = small_digits_fixture(192, 64)
+
 
 def reference(z_s, z_t, f_s, f_t, beta, gamma, iota, kappa, tau, eps=1e-8):
     """torchdistill's DISTPlusLoss.forward step by step: DISTLoss (centred cosine_similarity), then

@@ -20,6 +20,12 @@ from models.features import NetOutput
 
 from test_pack import assert_same_runs, random_teacher, single_runs
 
+from conftest import small_digits_fixture
+
+# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
+# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
+small_digits = small_digits_fixture(192, 64)
+
 RNG = np.random.default_rng(23)
 
 

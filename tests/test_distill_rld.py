@@ -10,6 +10,12 @@ import train_student
 from distiller_zoo.RLD import rld_loss, rld_parts
 from helper.errors import KDZooError
 
+from conftest import small_digits_fixture
+
+# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
+# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
+small_digits = small_digits_fixture(192, 64)
+
 
 def official(s, t, y, alpha, beta, T, alpha_T, stand):
     """The official computation step by step: optional z-scoring, the binary SCD at alpha_T (student at the label,

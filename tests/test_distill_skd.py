@@ -12,6 +12,12 @@ from distiller_zoo.SKD import skd_direction_loss, skd_instance_loss
 from helper.errors import KDZooError
 from models.features import NetOutput
 
+from conftest import small_digits_fixture
+
+# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
+# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
+small_digits = small_digits_fixture(192, 64)
+
 
 def reference_instance(z_s, z_t, temperature):
     """SKDInstanceLoss.forward: kl_div(log_softmax(s / T), softmax(t / T), 'batchmean')."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_student
-from conftest import run_script, write_fake_cifar100
+from conftest import run_script, small_digits_fixture, write_fake_cifar100
 from dataset import ContrastSpec, build_data
 from dataset.batches import Batch
 from distiller_zoo import TeacherRequest, run_teacher
@@ -15,6 +15,10 @@ from engine.loop import Trainer
 from engine.pack import MemberLoader, SharedTeacher
 from helper.errors import KDZooError, NonFiniteLossError
 from models import model_dict
+
+# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
+# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
+small_digits = small_digits_fixture(192, 64)
 
 
 def random_teacher(root, name, num_classes):
