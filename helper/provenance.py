@@ -37,7 +37,7 @@ INFRA = frozenset({
     'lr_note', 'weights_note', 'teacher_top1', 'teacher_sha256', 'run_defaults', 'method_flags',
     'nd_tuned_dkd_alpha',  # whether --dkd_alpha was typed; its effect is in dkd_alpha
     'lr_type', 'milestones',  # L-MCL spellings of lr_decay and lr_decay_epochs
-    # the pinned epoch constants and the switch: their effect is recorded as the recipe's ``schedule``
+    # the pinned epoch constants and the switch: their effect is recorded as the setting ``schedule``
     'no_recipe_scaling', 'recipe_pinned', 'recipe_schedule',
 })
 
@@ -109,8 +109,6 @@ def describe_run(arguments, provenance=None):
     if provenance.get('precision'):
         recipe['precision'] = provenance['precision']
     recipe['processes'] = provenance.get('processes', 1)
-    if arguments.get('recipe_schedule'):  # pinned epoch constants scaled to --epochs (distiller_zoo/recipe.py)
-        recipe['schedule'] = _plain(arguments['recipe_schedule'])
     skip = INFRA | set(COLUMN_KEYS[kind]) | set(OTHER_KEYS[kind]) | set(RECIPE_KEYS)
     flags = arguments.get('method_flags')
     if kind == 'student' and isinstance(flags, dict):
@@ -118,6 +116,8 @@ def describe_run(arguments, provenance=None):
     else:
         keys = [key for key in arguments if key not in skip]
     settings = {key: _plain(arguments.get(key)) for key in dict.fromkeys(keys) if key not in skip}
+    if arguments.get('recipe_schedule'):  # a method's pinned epoch constants scaled to --epochs (its own row)
+        settings['schedule'] = _plain(arguments['recipe_schedule'])
     defaults = {}
     resolved = arguments.get('run_defaults')
     if isinstance(resolved, dict):

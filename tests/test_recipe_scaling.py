@@ -61,15 +61,15 @@ def test_a_12_epoch_run_scales_norms_steps_and_records_them():
     note = schedule_note(args)
     assert note.startswith('schedules scaled to 12 of 240 epochs: norm_steps 10,20,180,210 -> 1,1,9,11'), note
     record = describe_run(vars(args))
-    assert record['recipe']['schedule'] == {'norm_steps': [1, 1, 9, 11]}
-    assert 'no_recipe_scaling' not in record['settings'] and 'recipe_schedule' not in record['settings']
-    assert 'schedule' not in describe_run(vars(parse('--distill', 'norm')))['recipe']  # 240: as before
+    assert record['settings']['schedule'] == {'norm_steps': [1, 1, 9, 11]}  # the method's row, not the table's
+    assert 'schedule' not in record['recipe'] and 'no_recipe_scaling' not in record['settings']
+    assert 'schedule' not in describe_run(vars(parse('--distill', 'norm')))['settings']  # 240: as before
 
 
 def test_no_recipe_scaling_keeps_the_pinned_constants():
     args = parse('--distill', 'norm', '--epochs', '12', '--no_recipe_scaling')
     assert args.recipe_schedule == {} and schedule_note(args) == ''
-    assert 'schedule' not in describe_run(vars(args))['recipe']
+    assert 'schedule' not in describe_run(vars(args))['settings']
     assert parse('--distill', 'dkd', '--epochs', '12', '--no_recipe_scaling').recipe_schedule == {}
 
 
