@@ -25,13 +25,14 @@ from engine.pack import train_pack
 from engine.pack_args import is_pack, parse_pack
 from engine.run import RunSpec, run
 from engine.setup import resolved_defaults
-from engine.student import (build_objective, examine_teacher, export_deployable, init_stage_trainer,  # noqa: F401
-                            load_teacher, method_flags, non_default_flags, run_name, student_files, teacher_file,
-                            training_summary)
+from engine.student import (add_dot_arguments, build_objective, examine_teacher, export_deployable,  # noqa: F401
+                            init_stage_trainer, load_teacher, method_flags, non_default_flags, run_name,
+                            settle_dot, student_files, teacher_file, training_summary)
 from helper.checkpoint import check_file
 from helper.console import logged
 from helper.errors import KDZooError, run_cli
 from models.registry import check_model_name, model_name_from_path
+from online import ONLINE_METHODS
 
 
 def build_parser():
@@ -50,6 +51,7 @@ def build_parser():
                         f"kd,crd,dkd:b=8,simkd:f=4 (docs/methods.md, 'Packed runs')")
     add_loss_weights(method)
     add_recipe_scaling_argument(method)
+    add_dot_arguments(parser)
     return add_method_arguments(parser)
 
 
@@ -59,9 +61,20 @@ def parse_args(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     first = parser.parse_known_args(argv)[0]
+    refuse_online_methods(first.distill)
     if is_pack(first.distill, first.model_s):
         return parse_pack(argv, first.distill, first.model_s, parser, parse_single)
     return parse_single(argv, parser)
+
+
+def refuse_online_methods(distill):
+    """One line for a --distill name (or pack member) that is a teacher-free method of train_online_mcl.py."""
+    for part in distill.split(','):
+        name = part.split(':')[0].strip()
+        found = ONLINE_METHODS.get(name.lower())
+        if found is not None and getattr(found, 'command', None) and name.lower() not in DISTILLERS:
+            raise KDZooError(f"{found.name} trains one network without a teacher and lives in the online wing: "
+                             f"{found.command}")
 
 
 def parse_single(argv, parser=None):
@@ -70,6 +83,10 @@ def parse_single(argv, parser=None):
     parser = parser or build_parser()
     args = _parse(parser, argv)
     args.method_flags = method_flags(DISTILLERS[args.distill], parser)
+    if args.add != 'kd':  # --add and the added method's flags name the run's folder too
+        args.method_flags.update(add='add', **method_flags(DISTILLERS[args.add], parser))
+    if args.dot:  # DOT's flags name the run's folder, so kd and kd:dot train side by side
+        args.method_flags.update(dot='dot', dot_delta='dot_delta')
     identity = ['--path_t', args.path_t, '--model_t', args.model_t, '--model_s', args.model_s,
                 '--distill', args.distill, '--dataset', args.dataset]
     args.run_defaults = resolved_defaults(lambda argv: _parse(parser, argv), identity)
@@ -93,6 +110,7 @@ def _parse(parser, argv):
     args.model_t = check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = settle(DISTILLERS[args.distill], args)
     args = resolve_common_args(args, args.model_s)
+    settle_dot(args, DISTILLERS[args.distill])
     settle_schedule(args)  # the pinned epoch constants of the method, scaled to --epochs
     return args
 

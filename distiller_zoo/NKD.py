@@ -29,25 +29,31 @@ from helper.precision import at_least_fp32
 from .base import Distiller
 from .registry import register
 
-__all__ = ['nkd_loss', 'NKD']
+__all__ = ['nkd_parts', 'nkd_loss', 'NKD']
+
+
+def nkd_parts(logits_s, logits_t, targets, temperature, all_classes=False):
+    """Per-sample (target term, non-target term), shape (batch,): -p_t[y] * log p_s[y] at T 1, and the soft
+    cross-entropy between the teacher's and the student's distributions over the non-target classes at T
+    (over every class with ``all_classes``), before gamma * T^2."""
+    z_s, z_t = at_least_fp32(logits_s), at_least_fp32(logits_t)
+    target = F.one_hot(targets, z_s.size(1)).bool()
+    p_t = F.softmax(z_t, dim=1).masked_select(target).detach()
+    log_p_s = F.log_softmax(z_s, dim=1).masked_select(target)
+
+    kept = torch.zeros_like(target) if all_classes else target
+    q_t = F.softmax((z_t / temperature).masked_fill(kept, float('-inf')), dim=1)
+    log_q_s = F.log_softmax((z_s / temperature).masked_fill(kept, float('-inf')), dim=1)
+    # q_t is 0 on the removed class, where log_q_s is -inf: keep those products out of the sum
+    return -(p_t * log_p_s), -(q_t * log_q_s.masked_fill(kept, 0)).sum(1)
 
 
 def nkd_loss(logits_s, logits_t, targets, temperature, gamma, all_classes=False):
     """cls_KD's NKD: the target term -mean(p_t[y] * log p_s[y]) plus gamma * T^2 times the batch mean of the
     soft cross-entropy between the teacher's and the student's softened distributions over the non-target
     classes (over every class with ``all_classes``, as SDD-CVPR2024's port)."""
-    z_s, z_t = at_least_fp32(logits_s), at_least_fp32(logits_t)
-    target = F.one_hot(targets, z_s.size(1)).bool()
-    p_t = F.softmax(z_t, dim=1).masked_select(target).detach()
-    log_p_s = F.log_softmax(z_s, dim=1).masked_select(target)
-    loss_target = -(p_t * log_p_s).mean()
-
-    kept = torch.zeros_like(target) if all_classes else target
-    q_t = F.softmax((z_t / temperature).masked_fill(kept, float('-inf')), dim=1)
-    log_q_s = F.log_softmax((z_s / temperature).masked_fill(kept, float('-inf')), dim=1)
-    # q_t is 0 on the removed class, where log_q_s is -inf: keep those products out of the sum
-    loss_non = -(q_t * log_q_s.masked_fill(kept, 0)).sum(1).mean()
-    return loss_target + gamma * temperature ** 2 * loss_non
+    loss_target, loss_non = nkd_parts(logits_s, logits_t, targets, temperature, all_classes)
+    return loss_target.mean() + gamma * temperature ** 2 * loss_non.mean()
 
 
 @register('nkd')

@@ -248,7 +248,7 @@ class NORM(Distiller):
         logits_t = None
         if self.alpha:
             logits_t = norm_logits(out_t.logits, self.ceta) if self.logit_norm else out_t.logits
-        terms = self.ce_kd_terms(logits_s, logits_t, batch.targets)
+        terms = self.ce_kd_terms(logits_s, logits_t, batch.targets, batch, epoch)
         if self.beta:
             weight = norm_epoch_weight(epoch, self.dataset, self.steps) * self.beta
             terms['norm'] = weight * norm_loss(expanded, out_t.feats[-2])

@@ -36,7 +36,7 @@ class NTCE(MKL):
 
     def losses(self, out_s, out_t, batch, epoch):
         pairs = [(out_s.logits, out_t.logits), (out_s.views['strong'].logits, out_t.views['strong'].logits)]
-        weak, strong = (self.ce_kd_terms(s, t, batch.targets) for s, t in pairs)
+        weak, strong = (self.ce_kd_terms(s, t, batch.targets, batch, epoch) for s, t in pairs)
         terms = {key: (weak[key] + strong[key]) / 2 for key in weak}
         if self.beta:
             terms[self.name] = self.ramp(epoch) * self.beta * sum(

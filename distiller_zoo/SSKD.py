@@ -205,7 +205,7 @@ class SSKD(TwoStage, Distiller):
 
     def losses(self, out_s, out_t, batch, epoch):
         targets = batch.targets
-        terms = self.ce_kd_terms(out_s.logits, out_t.logits, targets)
+        terms = self.ce_kd_terms(out_s.logits, out_t.logits, targets, batch, epoch)
         if self.tf_weight:
             keep = kept_rows(out_t.rotated_logits, targets.repeat_interleave(VIEWS - 1), self.ratio_tf)
             terms['tf'] = self.tf_weight * selected_kd(out_s.rotated_logits, out_t.rotated_logits, keep, self.tf_T)

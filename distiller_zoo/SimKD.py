@@ -61,7 +61,7 @@ class SimKDDistiller(Distiller):
         out_s = self.run_student(student, batch)
         trans_feat_s, trans_feat_t, pred_feat_s = self.projector(out_s.feats[-2], out_t.feats[-2],
                                                                  self.classifier_t.module)
-        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets)
+        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets, batch, epoch)
         if self.beta:
             terms[self.name] = self.beta * self.criterion(trans_feat_s, trans_feat_t)
         return pred_feat_s, terms

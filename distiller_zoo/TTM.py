@@ -10,7 +10,8 @@ softmax to the power l, which gives the same values unless a probability underfl
 Defaults are the official README's command (zkxufo/TTM, README.md, vgg13 -> vgg8, the only TTM command the repo
 publishes): ``--distill ttm --ttm_l 0.1 -r 1 -b 45 -a 0``; its train_student.py has no per-pair defaults
 (``-a`` and ``-b`` default to None there, so it stops unless both are given). The official ``--add`` (a second
-logit loss in the ``-a`` slot) is KD here, as its default ``--add kd``; ``--add ttm``/``wttm`` is not offered.
+logit loss in the ``-a`` slot, default kd) is ``distiller_zoo/add.py``: ``--add ttm``/``wttm`` puts TTM or WTTM there
+for any ``--distill`` method (the README's ``--distill crd --add wttm --ttm_l 0.2 -b 0.8 -a 4``).
 The repo has no ImageNet script (its ImageNet runs used torchdistill), so ImageNet gets the same defaults.
 """
 import torch.nn as nn

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from helper.errors import KDZooError
+from .add import attach_added
 from .flags import add_loss_weights, add_method_arguments, settle
 from .registry import DISTILLERS, method_name
 from .teacher import probe_networks
@@ -62,5 +63,6 @@ def build_distiller(name, student, teacher, *, dataset='cifar100', model_s=None,
     probe_s, probe_t = probe_networks(student, teacher, method_cls.preact,
                                       input_size or (224 if dataset == 'imagenet' else 32))
     device = next(student.parameters()).device
-    return method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
+    method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
+    return attach_added(method, args, student, teacher, probe_s, probe_t, data, device)
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
-from models.features import run_network
+from models.features import NetOutput, run_network
 from .flags import MethodFlags
 from .teacher import TeacherRequest
 
@@ -100,15 +100,53 @@ class Distiller(MethodFlags, nn.Module):
         ramps DKD, ReviewKD and MKL in; 1 for methods without ``self.warmup`` (or a warm-up of 0)."""
         return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
 
-    def ce_kd_terms(self, logits_s, logits_t, targets):
-        """The label and logit terms every composition starts from: gamma * CE, and alpha * KD when weighted."""
+    def ce_kd_terms(self, logits_s, logits_t, targets, batch=None, epoch=None):
+        """The label and logit terms every composition starts from: gamma * CE, and alpha * KD when weighted;
+        with --add (``self.added``) the alpha slot holds that method's loss instead, as the TTM repo's
+        ``opt.alpha * criterion_div``, under the name ``add_<method>`` (it reads ``batch``'s labels and the
+        ``epoch`` of its warm-up, if any)."""
         terms = {'ce': self.gamma * F.cross_entropy(logits_s, targets)}
-        if self.alpha:
+        if self.alpha and self.added is not None:
+            terms[f'add_{self.added.name}'] = self.alpha * self.added.added_loss(logits_s, logits_t, targets, batch,
+                                                                                  epoch)
+        elif self.alpha:
             terms['kd'] = self.alpha * kd_loss(logits_s, logits_t, self.kd_T)
         return terms
 
+    @classmethod
+    def add_refusal(cls):
+        """Why this method cannot be another's --add (None when it can): an added method is a loss on the two
+        networks' logits alone, composed the default way (its ``method_loss``, ramped), with no first stage."""
+        if cls.needs_feats or cls.preact or cls.needs_pooled_map or cls.views:
+            return "it reads more than the two networks' logits"
+        for hook in ('forward_train', 'run_student', 'losses', 'init_modules'):
+            if getattr(cls, hook) is not getattr(Distiller, hook):
+                return f"it composes its own training step ({hook})"
+        return None
+
+    @property
+    def added(self):
+        """The --add method (distiller_zoo/add.py), whose loss replaces KD's in the alpha slot; None without."""
+        return self._modules.get('added_method')
+
+    def attach_added(self, method):
+        """Make ``method`` (a built Distiller whose ``add_refusal`` is None) this one's --add."""
+        if method.trainable_modules():
+            raise KDZooError(f"--add {method.name}: {method.name} trains modules of its own, which an added loss "
+                             f"cannot bring; train it as --distill {method.name}")
+        self.add_module('added_method', method)
+
+    def added_loss(self, logits_s, logits_t, targets, batch=None, epoch=None):
+        """This method's loss as another's --add: its ``method_loss`` on the logits (and its warm-up)."""
+        batch = batch if batch is not None else _Labels(targets)
+        if epoch is None and self.warmup:
+            raise KDZooError(f"--add {self.name} ramps its loss in over epochs, and this method's ce_kd_terms call "
+                             f"passes no epoch; pass epoch= there")
+        ramp = self.ramp(epoch) if self.warmup else 1.0
+        return ramp * self.method_loss(NetOutput(logits_s), NetOutput(logits_t), batch, epoch)
+
     def losses(self, out_s, out_t, batch, epoch):
-        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets)
+        terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets, batch, epoch)
         if self.beta:
             terms[self.name] = self.beta * self.ramp(epoch) * self.method_loss(out_s, out_t, batch, epoch)
         return terms
@@ -126,6 +164,13 @@ class Distiller(MethodFlags, nn.Module):
         teacher's classifier in one module), as ``(module, meta)`` with ``meta`` enough for
         ``distiller_zoo.deploy`` to rebuild it; None when the student alone is the deployed network."""
         return None
+
+
+class _Labels:
+    """A batch with only its labels, for an added loss whose caller has no batch at hand."""
+
+    def __init__(self, targets):
+        self.targets = targets
 
 
 def kd_loss(logits_s, logits_t, temperature):

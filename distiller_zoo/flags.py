@@ -7,6 +7,7 @@ checks them once, right after parsing; constructors only read them.
 ``Distiller`` is one, so a method overrides these classmethods where it has flags of its own.
 """
 from helper.errors import KDZooError
+from .add import add_add_argument, settle_add
 from .recipe import pin
 from .registry import DISTILLERS
 from .two_stage import TwoStage
@@ -72,6 +73,7 @@ def add_loss_weights(group):
     group.add_argument('--kd_T', type=float, default=4, help='KD temperature')
     group.add_argument('--init_epochs', type=int, default=None,
                        help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
+    add_add_argument(group)
 
 
 def add_ramp_arguments(group, method, term, temperature=True):
@@ -121,8 +123,12 @@ def add_method_arguments(parser, methods=None):
 def settle(method, args):
     """Settle a parsed command once, before anything is built: the method's own flags (``defaults_for``),
     then -r/-a/-b not given from its defaults; impossible values are refused in one line. Returns the
-    sentence that says which weights are used."""
+    sentence that says which weights are used. With --add (distiller_zoo/add.py) the added method's flags are
+    settled next, and -a not given is its own default weight."""
+    added = settle_add(method, args)
     defaults = dict(zip(('gamma', 'alpha', 'beta'), method.defaults_for(args)))
+    if added is not None:
+        defaults['alpha'] = added.defaults_for(args)[2]
     taken = [key for key in defaults if getattr(args, key) is None]
     for key in taken:
         setattr(args, key, defaults[key])
@@ -135,7 +141,15 @@ def settle(method, args):
         raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
     if args.kd_T <= 0:
         raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
-    note = f"weights: CE {args.gamma:g}, KD {args.alpha:g}, {method.name} {args.beta:g}"
-    if taken:
-        note += f" ({', '.join(taken)} from the {method.name} defaults)"
+    if added is not None and not args.alpha:
+        raise KDZooError(f"--add {added.name} is weighed by -a, which is 0; give -a above 0 (the TTM README's "
+                         f"CRD + WTTM command uses -a 4) or drop --add")
+    slot = 'KD' if added is None else f"{added.name} (--add)"
+    note = f"weights: CE {args.gamma:g}, {slot} {args.alpha:g}, {method.name} {args.beta:g}"
+    own = [key for key in taken if added is None or key != 'alpha']
+    parts = [f"{', '.join(own)} from the {method.name} defaults"] if own else []
+    if added is not None and 'alpha' in taken:
+        parts.append(f"alpha from the {added.name} defaults")
+    if parts:
+        note += f" ({'; '.join(parts)})"
     return note

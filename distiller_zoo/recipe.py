@@ -1,7 +1,7 @@
 """Epoch constants pinned to a reference recipe, scaled to the run's own.
 
-Some methods' schedules are written for one recipe's length: mdistiller's 20-epoch warm-ups of DKD,
-ReviewKD, MKL (NTCE-KD) and RLD, ND's 20-epoch warm-up of the ++ methods, NORM's loss multiplier with steps
+Some methods' schedules are written for one recipe's length: mdistiller's 20-epoch warm-ups of DKD (and
+SDD-DKD, SDD-NKD), ReviewKD, MKL (NTCE-KD) and RLD, ND's 20-epoch warm-up of the ++ methods, NORM's loss multiplier with steps
 at epochs 10, 20, 180, 210. On CIFAR (and digits, CIFAR-10) that recipe is 240 epochs; on ImageNet it is the
 100 epochs of mdistiller's, ND's and NORM's ImageNet scripts (warm-ups 1 and 5, NORM's steps 5, 15, 60, 80).
 
@@ -98,6 +98,6 @@ def _show(value):
 def add_recipe_scaling_argument(group):
     group.add_argument('--no_recipe_scaling', action='store_true',
                        help='keep the epoch constants that methods pin to their reference recipe (240 epochs; '
-                            'ImageNet 100): the 20-epoch warm-ups of DKD, ReviewKD, MKL, NTCE, RLD and ND\'s ++ '
+                            'ImageNet 100): the 20-epoch warm-ups of DKD, SDD, ReviewKD, MKL, NTCE, RLD and ND\'s ++ '
                             'methods, NORM\'s multiplier steps 10, 20, 180, 210. Without it a run of other '
                             '--epochs gets those it did not set scaled by epochs / reference, rounded half up')

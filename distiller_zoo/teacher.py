@@ -15,12 +15,14 @@ from models.features import NetOutput, run_network
 class TeacherRequest:
     """What the teacher computes for a batch: its output on ``view`` (None: the batch's training images;
     'rotations': SSKD's four rotated views), with features (pre-ReLU ones with ``preact``), and its logits
-    on the extra ``views``; nothing at all when not ``needed`` (a step whose terms never read the teacher)."""
+    on the extra ``views``; nothing at all when not ``needed`` (a step whose terms never read the teacher).
+    ``pooled_map``: also the map the teacher pools into its classifier (``NetOutput.pooled_map``; SDD, CAT-KD)."""
     feats: bool = False
     preact: bool = False
     views: tuple = ()
     view: Optional[str] = None
     needed: bool = True
+    pooled_map: bool = False
 
 
 @torch.no_grad()
@@ -30,7 +32,7 @@ def run_teacher(teacher, batch, request):
     if not request.needed:
         return None
     images = batch.images if request.view is None else batch.view(request.view)
-    out_t = run_network(teacher, images, request.feats, request.preact)
+    out_t = run_network(teacher, images, request.feats, request.preact, request.pooled_map)
     for view in request.views:
         out_t.views[view] = NetOutput(teacher(batch.view(view)))
     return out_t
@@ -43,17 +45,20 @@ def shared_passes(requests):
     reads them, else with logits only, and a second, pre-ReLU pass only if some request reads pre-ReLU maps
     (a request for logits alone reads that one when it is the only pass: the logits are the same with or
     without features, plain or pre-ReLU, in eval mode). Each extra view is run once, with the first pass.
-    Requests that are not ``needed`` add nothing."""
+    The pooled map, where a request reads it, comes with the first pass of its input (it does not depend on
+    ``preact``). Requests that are not ``needed`` add nothing."""
     needed = [r for r in requests if r.needed]
     passes = []
     for view in sorted({r.view for r in needed}, key=str):
         mine = [r for r in needed if r.view == view]
         plain_feats = any(r.feats and not r.preact for r in mine)
         preact_feats = any(r.feats and r.preact for r in mine)
+        pooled = any(r.pooled_map for r in mine)
         if plain_feats or not preact_feats:
-            passes.append(TeacherRequest(plain_feats, False, view=view))
+            passes.append(TeacherRequest(plain_feats, False, view=view, pooled_map=pooled))
+            pooled = False
         if preact_feats:
-            passes.append(TeacherRequest(True, True, view=view))
+            passes.append(TeacherRequest(True, True, view=view, pooled_map=pooled))
     views = tuple(sorted({view for r in needed for view in r.views}))
     if views:
         passes[0] = replace(passes[0], views=views)
@@ -67,7 +72,10 @@ def served_output(request, passes, outputs):
         return None
     mine = {p.preact: out for p, out in zip(passes, outputs) if p.view == request.view}
     source = mine[request.preact] if request.feats else mine.get(False, mine.get(True))
-    return NetOutput(source.logits, source.feats if request.feats else None,
+    pooled = None
+    if request.pooled_map:
+        pooled = next(out.pooled_map for p, out in zip(passes, outputs) if p.view == request.view and p.pooled_map)
+    return NetOutput(source.logits, source.feats if request.feats else None, pooled,
                      views={name: outputs[0].views[name] for name in request.views})
 
 

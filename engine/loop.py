@@ -230,7 +230,9 @@ class Trainer:
         self._first_bad = torch.where((self._first_bad < 0) & ~torch.isfinite(loss.detach()),
                                       torch.full_like(self._first_bad, step), self._first_bad)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is None:
+        if getattr(self.optimizer, 'separates_kd', False):
+            self.dot_step(out.losses, batch.targets.size(0))
+        elif self.scaler is None:
             loss.backward()
             if self.dist.enabled:
                 distributed.all_reduce_gradients(self._params, batch.targets.size(0))
@@ -259,6 +261,21 @@ class Trainer:
                 self.logger.step(self.step_line(epoch, step, means, self._window), progress)
             self._window = dict(time=time.time(), images=0)
         progress.update(1)
+
+    def dot_step(self, losses, n):
+        """--dot (helper/dot.py), as mdistiller's DOT trainer: backward of every term but 'ce' (the KD
+        gradient, kept by ``step_kd``), then of 'ce' alone, then one step that applies both."""
+        kd = sum(value for key, value in losses.items() if key != 'ce')
+        if torch.is_tensor(kd) and kd.requires_grad:  # else no distillation gradient this step (a constant term)
+            kd.backward(retain_graph=True)
+            if self.dist.enabled:
+                distributed.all_reduce_gradients(self._params, n)
+        self.optimizer.step_kd()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses['ce'].backward()
+        if self.dist.enabled:
+            distributed.all_reduce_gradients(self._params, n)
+        self.optimizer.step()
 
     def train_means(self):
         """The epoch's training means (over every process's samples in a multi-process job)."""

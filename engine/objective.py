@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from distiller_zoo.teacher import run_teacher
 from helper.checkpoint import restore_resume_state
+from helper.errors import KDZooError
 from engine.loop import evaluate_predictions
 
 
@@ -111,6 +112,10 @@ class DistillObjective(Objective):
 
     def step(self, batch, epoch):
         logits, losses = self.method.forward_train(self.model, batch, self.teacher_outputs(batch), epoch)
+        added = self.method.added
+        if added is not None and self.method.alpha and f'add_{added.name}' not in losses:
+            raise KDZooError(f"--add {added.name}: {self.method.name} composes its loss without the -a slot "
+                             f"(Distiller.ce_kd_terms), so nothing would be added; drop --add")
         return StepOutput(losses=losses, logits=logits)
 
     def predict(self, images):

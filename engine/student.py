@@ -5,11 +5,14 @@ import argparse
 import os
 
 from distiller_zoo import DISTILLERS
+from distiller_zoo.add import attach_added
 from distiller_zoo.teacher import probe_networks
+from distiller_zoo.two_stage import TwoStage
 from engine.loop import Trainer, evaluate_predictions
 from engine.objective import DistillObjective, InitStageObjective
 from engine.setup import sgd
 from helper.checkpoint import atomic_save
+from helper.errors import KDZooError
 from helper.provenance import INFRA, state_dict_sha256
 from helper.run_files import RunFiles, student_run_name
 from helper.runtime import memory_format
@@ -91,6 +94,7 @@ def build_objective(args, data, device, precision, method_cls=None, teacher=None
     probe_s, probe_t = probe_networks(student, teacher, method_cls.preact, 224 if args.dataset == 'imagenet' else 32,
                                       fmt)
     method = method_cls(args, student, teacher, probe_s, probe_t, data).to(device)
+    attach_added(method, args, student, teacher, probe_s, probe_t, data, device)  # --add's loss, if any
     return DistillObjective(student, teacher, method, teacher_source)
 
 
@@ -131,3 +135,47 @@ def training_summary(files, state):
     last = state['history'][-1]
     return (f"student {files.model_name}: last top-1 {last['val_top1']:.2f}% (top-5 {last['val_top5']:.2f}%), best "
             f"top-1 {state['best_acc']:.2f}% at epoch {state['best_epoch']}; saved in {files.folder}")
+
+
+# ---- --dot: DOT's split-momentum SGD (helper/dot.py) -------------------------------------------------------
+def add_dot_arguments(parser):
+    """--dot and --dot_delta, train_student.py's optimiser flags for DOT."""
+    group = parser.add_argument_group('DOT, the Distillation-Oriented Trainer (Zhao et al., ICCV 2023)')
+    group.add_argument('--dot', action='store_true',
+                       help='train with DOT: separate momentum for the CE gradient (--momentum minus --dot_delta) '
+                            'and the gradient of the distillation terms (--momentum plus --dot_delta), two '
+                            'backward passes a step (mdistiller engine/dot.py); one-stage methods with a '
+                            'distillation term')
+    group.add_argument('--dot_delta', type=float, default=None,
+                       help="DOT's momentum split, mdistiller's SOLVER.DOT.DELTA: 0.075 (its CIFAR-100 and "
+                            "Tiny-ImageNet configs), 0.09 on ImageNet (configs/imagenet/*/dot.yaml)")
+    return parser
+
+
+def settle_dot(args, method_cls):
+    """Fill --dot_delta and refuse, in one line, what DOT cannot train (called after the weights and the
+    recipe are settled)."""
+    given = args.dot_delta is not None
+    if not given:
+        args.dot_delta = 0.09 if args.dataset == 'imagenet' else 0.075
+    if not args.dot:
+        if given:
+            raise KDZooError("--dot_delta sets DOT's momentum split; add --dot to train with DOT")
+        return
+    if issubclass(method_cls, TwoStage):
+        raise KDZooError(f"--dot cannot train {method_cls.name}, a two-stage method (its init stage has no "
+                         f"distillation gradient to separate); drop --dot")
+    if not args.alpha and not args.beta:
+        raise KDZooError(f"--dot separates the distillation gradient from the CE one, and with -a 0 and -b 0 "
+                         f"{method_cls.name} has none; give -a or -b, or drop --dot")
+    if args.dot_delta < 0 or args.momentum - args.dot_delta < 0 or args.momentum + args.dot_delta >= 1:
+        raise KDZooError(f"--dot_delta {args.dot_delta:g} with --momentum {args.momentum:g} gives momenta "
+                         f"{args.momentum - args.dot_delta:g} (CE) and {args.momentum + args.dot_delta:g} (KD); "
+                         f"both must lie in [0, 1) and the delta cannot be negative")
+    if args.nesterov:
+        raise KDZooError("--dot is plain (heavy-ball) momentum, as the official DOT; drop --nesterov")
+    if args.precision == 'fp16':
+        raise KDZooError("--dot runs two backward passes a step, which fp16 loss scaling does not cover; use "
+                         "--precision bf16 or fp32")
+    args.lr_note += (f"; DOT: momentum {args.momentum - args.dot_delta:g} on the CE gradient, "
+                     f"{args.momentum + args.dot_delta:g} on the distillation one")

@@ -49,8 +49,8 @@ RECIPE_KEYS = ('batch_size', 'epochs', 'learning_rate', 'lr_decay', 'lr_decay_ep
 COLUMN_KEYS = {'teacher': ('dataset', 'model'), 'student': ('dataset', 'model_t', 'model_s'),
                'online': ('dataset', 'arch', 'number_net', 'peers'), 'baseline': ('dataset',)}
 # Read into ``method`` or the column instead.
-OTHER_KEYS = {'student': ('distill',), 'online': ('baseline', 'no_meta'),
-              'baseline': ('baseline', 'no_meta', 'arch', 'number_net', 'peers'), 'teacher': ()}
+OTHER_KEYS = {'student': ('distill',), 'online': ('baseline', 'no_meta', 'uskd'),
+              'baseline': ('baseline', 'no_meta', 'uskd', 'arch', 'number_net', 'peers'), 'teacher': ()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,8 @@ def method_of(arguments, kind):
     if kind == 'student':
         return str(arguments.get('distill'))
     if kind == 'online':
+        if arguments.get('uskd'):  # online/uskd.py: one network, no peers
+            return 'uskd'
         return 'mcl' if arguments.get('no_meta') else 'lmcl'
     return 'baseline' if kind == 'baseline' else 'vanilla'
 

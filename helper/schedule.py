@@ -4,11 +4,19 @@ import math
 
 import torch
 
+from .dot import DistillationOrientedTrainer
+
 
 def sgd(modules, args, nesterov=False):
     """SGD over the trainable parameters of ``modules`` at --learning_rate, --momentum and --weight_decay;
-    Nesterov momentum when ``nesterov`` (an online method's declaration) or --nesterov says so."""
+    Nesterov momentum when ``nesterov`` (an online method's declaration) or --nesterov says so. With --dot
+    (train_student.py) it is DOT's split-momentum SGD (helper/dot.py): --momentum -/+ --dot_delta for the CE and
+    the distillation gradients, as mdistiller's DOT trainer builds it."""
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    if getattr(args, 'dot', False):
+        return DistillationOrientedTrainer(params, lr=args.learning_rate, momentum=args.momentum - args.dot_delta,
+                                           momentum_kd=args.momentum + args.dot_delta,
+                                           weight_decay=args.weight_decay)
     return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
                            nesterov=bool(nesterov or getattr(args, 'nesterov', False)))
 

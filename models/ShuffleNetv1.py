@@ -55,6 +55,7 @@ class Bottleneck(nn.Module):
 class ShuffleNet(FeatureNet):
     """1x1 stem, three stages (each starting with stride 2), global pool, ``linear``."""
     head_name = 'linear'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, out_planes, num_blocks, groups, num_classes=100):
         super().__init__()

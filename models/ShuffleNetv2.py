@@ -86,6 +86,7 @@ class DownBlock(nn.Module):
 class ShuffleNetV2(FeatureNet):
     """1x1 stem, three stages (DownBlock then BasicBlocks), 1x1 conv to the head width, global pool, ``linear``."""
     head_name = 'linear'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, net_size=1, num_classes=100):
         super().__init__()

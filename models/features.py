@@ -36,6 +36,10 @@ class FeatureNet(nn.Module):
     Adds no parameters or buffers, so the state-dict names of the subclasses are those of their own modules.
     """
     head_name = 'fc'  # the child applied to the pooled vector (the whole of it: ImageNet MobileNetV2's dropout too)
+    # The families whose head is checked to be the global average of ``m`` into one ``nn.Linear`` (with
+    # whatever dropout precedes it), so that the classifier applied to the average of a region of ``m``
+    # (``region_logits``) or as a 1x1 conv on ``m`` (``class_activation_maps``) means what SDD and CAT-KD read.
+    classifies_regions = False
 
     def forward_stages(self, x, preact=False):
         """``[f0, ..., fK, m]``: the reported stage maps and the map that is pooled (see the module docstring)."""
@@ -108,6 +112,33 @@ def stage_maps(f0, stages, preact=False):
         x, pre = stage(x)
         maps.append(pre if preact else x)
     return maps + [x]
+
+
+def check_classifies_regions(net, name, method):
+    """One line refusing a network whose family does not opt into ``classifies_regions``."""
+    if not (isinstance(net, FeatureNet) and net.classifies_regions):
+        raise KDZooError(f"{method} applies {name}'s classifier to regions of its last feature map, which only the "
+                         f"ResNet, WRN, VGG, MobileNet and ShuffleNet families support; pick a network of one")
+
+
+def region_logits(net, fmap, scales, grid=4):
+    """SDD's multi-scale logits: ``fmap`` (B, C, H, W) average-pooled to a ``grid`` x ``grid`` map, which each
+    scale s pools on to s x s regions, and ``net``'s classifier applied to every region's mean feature.
+    Returns (B, classes, regions), the regions in the order of ``scales`` and row-major within a scale (SDD's
+    ``SPP``, which pools 4x4 first and the 2x2 and 1x1 from it; when ``grid`` divides H and W each region is
+    the plain mean of its part of ``fmap``)."""
+    base = F.adaptive_avg_pool2d(fmap, grid)
+    regions = torch.cat([F.adaptive_avg_pool2d(base, s).flatten(2) for s in scales], dim=2)
+    batch, channels, count = regions.shape
+    logits = net.classify(regions.permute(2, 0, 1).reshape(count * batch, channels))
+    return logits.reshape(count, batch, -1).permute(1, 2, 0)
+
+
+def class_activation_maps(net, fmap):
+    """CAT-KD's class activation maps: ``net``'s classifier weight (classes x C) applied as a bias-free 1x1
+    convolution to ``fmap``, (B, classes, H, W); their spatial mean is the logits less the bias."""
+    weight = net.get_classifier().weight
+    return F.conv2d(fmap, weight.reshape(*weight.shape, 1, 1).to(fmap.dtype))
 
 
 @dataclass

@@ -65,6 +65,7 @@ class InvertedResidual(nn.Module):
 class CifarMobileNetV2(FeatureNet):
     """Stem (stride 2), seven stages of inverted residuals in ``blocks``, 1x1 conv to 1280, pool, classifier."""
     head_name = 'classifier'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, expand_ratio=6, width_mult=1.0, num_classes=100):
         super().__init__()

@@ -63,6 +63,7 @@ class Bottleneck(nn.Module):
 
 class ResNet(FeatureNet):
     """Stem conv, three stages of ``num_filters[1:]`` widths (strides 1, 2, 2), global pool, ``fc``."""
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, depth, num_filters, block_name='basicblock', num_classes=100):
         super().__init__()

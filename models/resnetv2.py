@@ -42,6 +42,7 @@ class ResNet(FeatureNet):
     """Four bottleneck stages of 64/128/256/512 planes (strides 1, 2, 2, 2) and a ``linear`` classifier."""
 
     head_name = 'linear'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, num_blocks, num_classes=100):
         super().__init__()

@@ -23,6 +23,7 @@ def _make_block(widths, in_channels):
 class VGG(FeatureNet):
     """``widths`` gives the conv widths of each of the five blocks; blocks 0-3 are followed by 2x2 max-pool."""
     head_name = 'classifier'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, widths, num_classes=100):
         super().__init__()

@@ -58,6 +58,7 @@ def _batch_norm_without_update(bn, x):
 
 class WideResNet(FeatureNet):
     """Stem conv, three stages of widths 16k/32k/64k (strides 1, 2, 2), BN-ReLU head, ``fc``."""
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, depth, widen_factor=1, num_classes=100):
         super().__init__()

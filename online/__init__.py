@@ -21,10 +21,12 @@ from .one import ONE_PREFIX  # noqa: E402  (after the registration above)
 
 
 def method_name(args):
-    """The registered method train_online_mcl.py's parsed flags select: --baseline, --arch one_<zoo name>,
-    --no-meta (MCL), else L-MCL."""
+    """The registered method train_online_mcl.py's parsed flags select: --baseline, --uskd, --arch one_<zoo
+    name>, --no-meta (MCL), else L-MCL."""
     if args.baseline:
         return 'baseline'
+    if getattr(args, 'uskd', False):
+        return 'uskd'
     if args.arch.startswith(ONE_PREFIX):
         return 'one'
     return 'mcl' if args.no_meta else 'lmcl'
@@ -39,4 +41,5 @@ def selection_argv(args):
     """The flags that select the method and its networks on the data set: what a run's defaults (``run_defaults``,
     its folder and report labels) are resolved from."""
     return ['--arch', args.arch, '--number-net', str(args.number_net), '--dataset', args.dataset,
-            *(['--baseline'] if args.baseline else []), *(['--no-meta'] if args.no_meta else [])]
+            *(['--baseline'] if args.baseline else []), *(['--no-meta'] if args.no_meta else []),
+            *(['--uskd'] if getattr(args, 'uskd', False) else [])]

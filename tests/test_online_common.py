@@ -26,6 +26,7 @@ SELECT = {
     'lmcl': ['--arch', 'lmcl_resnet8_cifar', '--times', '1'],
     'mcl': ['--arch', 'lmcl_resnet8_cifar', '--no-meta'],
     'one': ['--arch', 'one_resnet8'],
+    'uskd': ['--arch', 'resnet8', '--uskd'],
 }
 # The run folders of a default command (CIFAR-100, trial 0): what the save/ layout and the table scripts name.
 FOLDERS = {
@@ -33,6 +34,7 @@ FOLDERS = {
     'lmcl': (['--arch', 'lmcl_resnet32_cifar'], 'lmcl_resnet32_cifar_x2_lmcl_cifar100_trial_0'),
     'mcl': (['--arch', 'lmcl_resnet32_cifar', '--no-meta'], 'lmcl_resnet32_cifar_x2_mcl_cifar100_trial_0'),
     'one': (['--arch', 'one_resnet32'], 'one_resnet32_x3_one_cifar100_trial_0'),
+    'uskd': (['--arch', 'resnet32', '--uskd'], 'resnet32_uskd_cifar100_trial_0'),
 }
 # digits has 10 classes: L-MCL's class-balanced batches hold at most 20 images.
 TINY = ['--dataset', 'digits', '--batch_size', '20', '--deterministic', '--precision', 'fp32']

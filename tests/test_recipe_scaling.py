@@ -43,7 +43,7 @@ def test_at_the_reference_length_every_epoch_is_as_before(dataset, epochs):
     extra = ['--model_s', 'ResNet18'] if dataset == 'imagenet' else []
     args = parse('--distill', 'norm', '--epochs', str(epochs), *extra, model_t=model_t, dataset=dataset)
     assert args.recipe_schedule == {} and schedule_note(args) == ''
-    for name in ('dkd', 'reviewkd', 'mkl', 'rld', 'ntce', 'kd++', 'dkd++'):
+    for name in ('dkd', 'reviewkd', 'mkl', 'rld', 'ntce', 'sdd_dkd', 'sdd_nkd', 'kd++', 'dkd++'):
         assert parse('--distill', name, '--epochs', str(epochs), *extra, model_t=model_t,
                      dataset=dataset).recipe_schedule == {}, name
     steps = norm_epoch_steps(dataset)
@@ -79,6 +79,8 @@ def test_warmups_given_on_the_command_line_are_never_scaled():
     assert parse('--distill', 'reviewkd', '--epochs', '480').recipe_schedule == {'reviewkd_warmup': 40}
     assert parse('--distill', 'ntce', '--epochs', '60').recipe_schedule == {'mkl_warmup': 5}
     assert parse('--distill', 'rld', '--epochs', '12').recipe_schedule == {'rld_warmup': 1}
+    assert parse('--distill', 'sdd_dkd', '--epochs', '12').recipe_schedule == {'dkd_warmup': 1}
+    assert parse('--distill', 'sdd_nkd', '--epochs', '12').recipe_schedule == {'sdd_nkd_warmup': 1}
     # a ++ method ramps by ND's warm-up alone: the base's own is not scaled (nor used)
     assert parse('--distill', 'dkd++', '--epochs', '12').recipe_schedule == {'nd_warmup': 1}
     assert parse('--distill', 'kd++', '--epochs', '12', '--nd_warmup', '20').recipe_schedule == {}
@@ -103,6 +105,7 @@ def test_the_methods_use_the_scaled_values():
     assert dkd.warmup == 1 and dkd.ramp(1) == 1.0
     assert build('dkd', '--epochs', '240').ramp(1) == 1 / 20
     assert build('dkd', '--epochs', '12', '--no_recipe_scaling').ramp(1) == 1 / 20
+    assert build('sdd_nkd', '--epochs', '12').warmup == 1
     assert build('norm', '--epochs', '12').steps == (1, 1, 9, 11)
     assert build('norm', '--epochs', '12', '--no_recipe_scaling').steps == (10, 20, 180, 210)
 

@@ -110,11 +110,13 @@ def normalised(record):
 def entries_of(run):
     m, record, column = run.metrics, run.record, run.record['column']
     history = m.get('history') or []
-    if record['method'] == 'one':
+    if record['method'] in ('one', 'uskd'):
         # ONE: one network and its extra branches; branch 0, the deployed network, is the run's number (the
-        # official code's best_acc too), in a column of the network it shares with the --baseline runs
+        # official code's best_acc too), in a column of the network it shares with the --baseline runs; USKD:
+        # one network and its weak head, likewise
         model = (column.get('peers') or [column['arch']])[0]
-        key = (f"{column['arch']} ×{record['settings'].get('num_branches')}", model)
+        key = ((f"{column['arch']} ×{record['settings'].get('num_branches')}" if record['method'] == 'one'
+                else column['arch']), model)
     elif record['kind'] != 'online':
         key = {'teacher': lambda: (column['model'],), 'baseline': lambda: (column['model'],),
                'student': lambda: (column['model_t'], column['model_s'], column.get('teacher_sha256'))}

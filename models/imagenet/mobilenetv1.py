@@ -38,6 +38,8 @@ def depthwise_separable(in_channels, out_channels, stride):
 
 
 class MobileNetV1(FeatureNet):
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
+
     def __init__(self, num_classes=1000):
         super().__init__()
         layers = [conv_bn_relu(3, 32, 2)]

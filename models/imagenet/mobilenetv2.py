@@ -39,6 +39,7 @@ class InvertedResidual(CifarInvertedResidual):
 
 class MobileNetV2(FeatureNet):
     head_name = 'classifier'
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, num_classes=1000):
         super().__init__()

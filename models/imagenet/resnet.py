@@ -97,6 +97,7 @@ def make_stage(block, in_channels, planes, num_blocks, stride, **block_options):
 class ResNet(FeatureNet):
     """torchvision's ResNet layout; ``stage_planes`` narrows or widens the four stages (the stem stays 64
     wide), ``block_options`` (groups, base_width) shape the bottlenecks' inner width."""
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
 
     def __init__(self, block, blocks_per_stage, num_classes=1000, stage_planes=(64, 128, 256, 512),
                  **block_options):

@@ -59,6 +59,8 @@ class InvertedResidual(nn.Module):
 
 
 class ShuffleNetV2(FeatureNet):
+    classifies_regions = True  # SDD's region logits and CAT-KD's class maps (models/features.py)
+
     def __init__(self, num_classes=1000):
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
