@@ -17,6 +17,7 @@ import sys
 
 from distiller_zoo import DISTILLERS
 from distiller_zoo.flags import add_loss_weights, add_method_arguments, settle
+from distiller_zoo.recipe import add_recipe_scaling_argument, schedule_note, settle_schedule
 from distiller_zoo.registry import method_name
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch
@@ -49,6 +50,7 @@ def build_parser():
                         f"comma-separated list of method[:flag=value...] trains a pack of students, e.g. "
                         f"kd,crd,dkd:b=8,simkd:f=4 (docs/methods.md, 'Packed runs')")
     add_loss_weights(method)
+    add_recipe_scaling_argument(method)
     add_dot_arguments(parser)
     return add_method_arguments(parser)
 
@@ -107,8 +109,9 @@ def _parse(parser, argv):
         raise KDZooError(f"cannot tell the teacher's architecture from '{args.path_t}'; pass --model_t")
     args.model_t = check_model_name(args.model_t, args.dataset, '--model_t')
     args.weights_note = settle(DISTILLERS[args.distill], args)
-    resolve_common_args(args, args.model_s)
+    args = resolve_common_args(args, args.model_s)
     settle_dot(args, DISTILLERS[args.distill])
+    settle_schedule(args)  # the pinned epoch constants of the method, scaled to --epochs
     return args
 
 
@@ -140,7 +143,7 @@ def announce(ctx):
     args = ctx.args
     return (f"student {args.model_s} ({ctx.num_params / 1e6:.2f}M parameters) <- teacher {args.model_t} by "
             f"{args.distill}; {args.weights_note}; {args.dataset}; {ctx.device.type}, {ctx.precision}; "
-            f"{args.lr_note}")
+            f"{args.lr_note}{'; ' + schedule_note(args) if schedule_note(args) else ''}")
 
 
 def examine(ctx):

@@ -17,6 +17,7 @@ from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
+from .recipe import scheduled
 from .registry import register
 
 __all__ = ['dkd_parts', 'dkd_loss', 'DKD']
@@ -67,7 +68,7 @@ class DKD(Distiller):
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.dkd_alpha, self.dkd_beta = args.dkd_alpha, args.dkd_beta
-        self.temperature, self.warmup = args.dkd_T, args.dkd_warmup
+        self.temperature, self.warmup = args.dkd_T, scheduled(args, 'dkd_warmup')
 
     @classmethod
     def add_arguments(cls, parser):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from .base import Distiller, kd_loss
 from .flags import add_ramp_arguments, settle_ramp
+from .recipe import scheduled
 from .registry import register
 
 __all__ = ['mkl_loss', 'parse_factors', 'MKL']
@@ -62,7 +63,8 @@ class MKL(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.factors, self.temperature, self.warmup = tuple(args.mkl_factors), args.mkl_T, args.mkl_warmup
+        self.factors, self.temperature = tuple(args.mkl_factors), args.mkl_T
+        self.warmup = scheduled(args, 'mkl_warmup')
 
     @classmethod
     def add_arguments(cls, parser):

@@ -54,6 +54,7 @@ from .DIST import DISTDistiller
 from .DKD import DKD
 from .KD import KD
 from .ReviewKD import ReviewKD
+from .recipe import pin, scheduled, unpin
 from .registry import register
 
 __all__ = ['nd_loss', 'EmbTrans', 'class_centers', 'compute_centers', 'teacher_fingerprint',
@@ -119,7 +120,7 @@ class NDMixin:
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.nd_weight, self.nd_warmup = args.nd_weight, args.nd_warmup
+        self.nd_weight, self.nd_warmup = args.nd_weight, scheduled(args, 'nd_warmup')
         dim_s, dim_t = probe_s.feats[-1].shape[1], probe_t.feats[-1].shape[1]
         self.projector = EmbTrans(dim_s, dim_t) if dim_s != dim_t else None
         centers = centers_for_run(args, teacher, data, probe_t.logits.shape[1], dim_t)
@@ -135,7 +136,8 @@ class NDMixin:
                            help="weight of the ND term (default: ND's for the pair; 1 for methods ND did not tune)")
         group.add_argument('--nd_warmup', type=int, default=None,
                            help="epochs of ND's warm-up of the base method's terms, min((epoch - 1) / warmup, 1) "
-                                "(20; ImageNet 5)")
+                                "(20; ImageNet 5; not given, scaled by --epochs / 240 (ImageNet: / 100) unless "
+                                "--no_recipe_scaling)")
         group.add_argument('--centers', default=None,
                            help='teacher class-centre file (default: <teacher checkpoint without .pth>'
                                 f'{CENTERS_SUFFIX}; computed and written there when missing)')
@@ -146,6 +148,8 @@ class NDMixin:
         values = cls.tuned_values(args)
         tuned_weights = cls.apply_tuned(args, *values[:-1]) if values else None
         base_weights = super().defaults_for(args)  # fills and checks the base method's own flags
+        for name in list(getattr(args, 'recipe_pinned', None) or {}):
+            unpin(args, name)  # the base's own warm-up is switched off (``ramp``); nd_warmup replaces it
         if args.nd_weight is None:
             args.nd_weight = values[-1] if values else 1.0
         cls.nd_settings(args)
@@ -171,6 +175,7 @@ class NDMixin:
             args.nd_weight = 1.0
         if getattr(args, 'nd_warmup', None) is None:
             args.nd_warmup = 5 if getattr(args, 'dataset', 'cifar100') == 'imagenet' else 20
+            pin(args, 'nd_warmup')
         if args.nd_weight < 0:
             raise KDZooError(f"--nd_weight cannot be negative, got {args.nd_weight:g}")
         if args.nd_warmup < 0:

@@ -13,7 +13,9 @@ Paper vs code (OSVAI/NORM; the code wins):
     CRD weight of ``norm_crd``;
   * NORM's loop runs epochs 0..240 with the lr decayed when epoch > 150, 180, 210. Our epochs are
     1-based and get NORM's multiplier and lr for the same epoch number: only NORM's extra first epoch
-    (its epoch 0: w = 0.1, initial lr) is not run.
+    (its epoch 0: w = 0.1, initial lr) is not run. The multiplier's steps are pinned to NORM's recipe
+    (240 epochs; ImageNet 100): a run of other --epochs gets them scaled (distiller_zoo/recipe.py), e.g.
+    1, 1, 9, 11 in 12 epochs; ``--no_recipe_scaling`` keeps them.
 Where this file differs from the code:
   * the FT always sits on the map that is pooled (so it folds into the classifier). That is NORM's
     place for ResNet, VGG, ShuffleNet and MobileNetV2 students; for WRN students NORM puts it before
@@ -32,11 +34,12 @@ from models.features import run_network
 from models.registry import build_model
 from .CRD import ContrastiveTerm
 from .base import Distiller
+from .recipe import pin, scheduled
 from .registry import register
 from .teacher import TeacherRequest
 
-__all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_weight', 'norm_logits', 'fold_norm_checkpoint',
-           'NORM', 'NORMKD', 'NORMCRD']
+__all__ = ['NORMFeatureTransform', 'norm_loss', 'norm_epoch_steps', 'norm_epoch_weight', 'norm_logits',
+           'fold_norm_checkpoint', 'NORM', 'NORMKD', 'NORMCRD']
 
 # NORM's multiplier of its loss: (first epoch that is past the step, weight); 0.1 after the last step.
 _EPOCH_STEPS = {'cifar': ((10, 0.1), (20, 0.5), (180, 1.0), (210, 0.5)),
@@ -84,10 +87,17 @@ def norm_loss(expanded, teacher_map):
         return n * (groups - t.unsqueeze(1)).pow(2).mean()
 
 
-def norm_epoch_weight(epoch, dataset='cifar100'):
+def norm_epoch_steps(dataset='cifar100'):
+    """The epochs of NORM's multiplier steps in its own recipe: 10, 20, 180, 210 (ImageNet 5, 15, 60, 80)."""
+    return tuple(bound for bound, _ in _EPOCH_STEPS['imagenet' if dataset == 'imagenet' else 'cifar'])
+
+
+def norm_epoch_weight(epoch, dataset='cifar100', steps=None):
     """NORM's multiplier of its loss at a (1-based) epoch: 0.1, 0.5, 1, 0.5, 0.1 with steps at epochs 10, 20,
-    180, 210 (ImageNet: 0.1, 0.5, 0.9, 0.5, 0.1 at 5, 15, 60, 80); the code's other data sets are CIFAR."""
-    for bound, weight in _EPOCH_STEPS['imagenet' if dataset == 'imagenet' else 'cifar']:
+    180, 210 (ImageNet: 0.1, 0.5, 0.9, 0.5, 0.1 at 5, 15, 60, 80); the code's other data sets are CIFAR.
+    ``steps``: the four step epochs of a run of another length (``norm_epoch_steps`` scaled)."""
+    table = _EPOCH_STEPS['imagenet' if dataset == 'imagenet' else 'cifar']
+    for bound, (_, weight) in zip(steps or [b for b, _ in table], table):
         if epoch < bound:
             return weight
     return 0.1
@@ -159,6 +169,11 @@ class NORM(Distiller):
         group.add_argument('--no_logit_norm', action='store_true',
                            help='CE and KD on the raw logits (NORM layer-normalises them)')
 
+    @staticmethod
+    def settings(args):
+        """NORM's multiplier steps are pinned to its 240-epoch (ImageNet: 100) recipe: scaled in other runs."""
+        pin(args, 'norm_steps', norm_epoch_steps(getattr(args, 'dataset', 'cifar100')))
+
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         n = args.co_sponge
@@ -169,6 +184,7 @@ class NORM(Distiller):
         if n == 1 and args.plain_ft:
             raise KDZooError("--plain_ft needs an FT, and -s 1 removes it; pass -s 2 or more")
         self.ceta, self.logit_norm, self.dataset = args.ceta, not args.no_logit_norm, args.dataset
+        self.steps = scheduled(args, 'norm_steps', norm_epoch_steps(args.dataset))
         self.model_s = args.model_s
         student_map = self._find_pooled_map(student, args.dataset)
         teacher_map = probe_t.feats[-2]
@@ -234,7 +250,7 @@ class NORM(Distiller):
             logits_t = norm_logits(out_t.logits, self.ceta) if self.logit_norm else out_t.logits
         terms = self.ce_kd_terms(logits_s, logits_t, batch.targets, batch, epoch)
         if self.beta:
-            weight = norm_epoch_weight(epoch, self.dataset) * self.beta
+            weight = norm_epoch_weight(epoch, self.dataset, self.steps) * self.beta
             terms['norm'] = weight * norm_loss(expanded, out_t.feats[-2])
         return terms
 

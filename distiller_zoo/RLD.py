@@ -28,6 +28,7 @@ from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
+from .recipe import scheduled
 from .registry import register
 
 __all__ = ['standardize', 'rld_parts', 'rld_loss', 'RLD']
@@ -95,7 +96,7 @@ class RLD(Distiller):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.rld_alpha, self.rld_beta = args.rld_alpha, args.rld_beta
         self.temperature, self.alpha_temperature = args.rld_T, args.rld_alpha_T
-        self.warmup, self.logit_stand = args.rld_warmup, args.rld_logit_stand
+        self.warmup, self.logit_stand = scheduled(args, 'rld_warmup'), args.rld_logit_stand
 
     @classmethod
     def add_arguments(cls, parser):

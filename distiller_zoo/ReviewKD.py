@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
+from .recipe import scheduled
 from .registry import register
 
 __all__ = ['ABF', 'hcl_loss', 'ReviewKD']
@@ -97,7 +98,7 @@ class ReviewKD(Distiller):
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
-        self.warmup = args.reviewkd_warmup
+        self.warmup = scheduled(args, 'reviewkd_warmup')
         self.preact = args.dataset == 'imagenet'  # the student's maps; the teacher's are always pre-ReLU
         levels_s, levels_t = review_levels(probe_s.feats), review_levels(probe_t.feats)
         self.depth = min(len(levels_s), len(levels_t))

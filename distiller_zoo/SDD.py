@@ -44,6 +44,7 @@ from .DKD import DKD, dkd_loss, dkd_parts
 from .NKD import nkd_loss, nkd_parts
 from .base import Distiller, kd_loss
 from .flags import add_ramp_arguments, settle_ramp
+from .recipe import scheduled
 from .registry import register
 from .teacher import Borrowed, TeacherRequest
 
@@ -218,7 +219,7 @@ class SDDNKD(ScaleDecoupled):
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.temperature, self.nkd_gamma = args.sdd_nkd_T, args.sdd_nkd_gamma
-        self.all_classes, self.warmup = not args.sdd_nkd_target_removed, args.sdd_nkd_warmup
+        self.all_classes, self.warmup = not args.sdd_nkd_target_removed, scheduled(args, 'sdd_nkd_warmup')
 
     @classmethod
     def add_arguments(cls, parser):

@@ -8,6 +8,7 @@ checks them once, right after parsing; constructors only read them.
 """
 from helper.errors import KDZooError
 from .add import add_add_argument, settle_add
+from .recipe import pin
 from .registry import DISTILLERS
 from .two_stage import TwoStage
 
@@ -81,12 +82,14 @@ def add_ramp_arguments(group, method, term, temperature=True):
     if temperature:
         group.add_argument(f'--{method}_T', type=float, default=None, help=f'{term} temperature (4; ImageNet 1)')
     group.add_argument(f'--{method}_warmup', type=int, default=None,
-                       help=f'epochs of linear {term} warm-up, min(epoch / warmup, 1) (20; ImageNet 1)')
+                       help=f'epochs of linear {term} warm-up, min(epoch / warmup, 1) (20; ImageNet 1; not given, '
+                            f'scaled by --epochs / 240 (ImageNet: / 100) unless --no_recipe_scaling)')
 
 
 def settle_ramp(args, method, temperature=True):
     """Fill ``--<method>_T`` (4; ImageNet 1) and ``--<method>_warmup`` (20; ImageNet 1), mdistiller's values, when
-    not given, and refuse a temperature that is not positive or a negative warm-up."""
+    not given, and refuse a temperature that is not positive or a negative warm-up. A warm-up filled here is
+    pinned to the reference recipe (distiller_zoo/recipe.py): a run of other --epochs scales it."""
     imagenet = args.dataset == 'imagenet'
     defaults = {f'{method}_warmup': 1 if imagenet else 20}
     if temperature:
@@ -94,6 +97,8 @@ def settle_ramp(args, method, temperature=True):
     for dest, default in defaults.items():
         if getattr(args, dest) is None:
             setattr(args, dest, default)
+            if dest.endswith('_warmup'):
+                pin(args, dest)
     if temperature and getattr(args, f'{method}_T') <= 0:
         raise KDZooError(f"--{method}_T must be positive, got {getattr(args, f'{method}_T'):g}")
     if getattr(args, f'{method}_warmup') < 0:

@@ -34,6 +34,7 @@ import random
 import numpy as np
 import torch
 
+from distiller_zoo.recipe import schedule_note
 from distiller_zoo.teacher import run_teacher, served_output, shared_passes
 from engine.pack_args import shared_data_options
 from engine.run import RunContext, main_stage_trainer, open_logger
@@ -183,7 +184,8 @@ def train_pack(pack):
     for m in todo:
         build_member(m, data, union, after_teacher, shared, device, precision)
         print(f"[{m.label}] student {m.args.model_s} ({count_parameters(m.objective.model) / 1e6:.2f}M "
-              f"parameters) by {m.args.distill}; {m.args.weights_note}; {m.args.lr_note}")
+              f"parameters) by {m.args.distill}; {m.args.weights_note}; {m.args.lr_note}"
+              f"{'; ' + schedule_note(m.args) if schedule_note(m.args) else ''}")
     requests = [m.objective.teacher_request() for m in todo]
     print(f"pack of {len(todo)} students <- teacher {pack.model_t}; {pack.dataset}; {device.type}, {precision}; "
           f"seed {seed}; one teacher pass per batch{describe(requests)}")

@@ -17,6 +17,7 @@ from helper.distributed import current
 from helper.logger import RunLogger
 from helper.provenance import RunRecord
 from helper.run_files import RunFiles
+from models.weights import check_resume_fits
 
 
 @dataclasses.dataclass
@@ -66,6 +67,8 @@ def run(args, spec):
     ctx.objective = spec.build(ctx)
     synchronise_batchnorm(ctx.objective, args, ctx.device)  # before any optimiser: new parameter objects
     ctx.num_params = spec.count(ctx.objective)
+    if resume_path:  # a checkpoint of another network or method: one line before any folder is made
+        check_resume_fits(ctx.objective, resume_path, files.model_name)
     print(spec.announce(ctx))
     ctx.record = RunRecord(ctx.seed, **(spec.examine(ctx) if spec.examine is not None else {}))
 

@@ -37,6 +37,8 @@ INFRA = frozenset({
     'lr_note', 'weights_note', 'teacher_top1', 'teacher_sha256', 'run_defaults', 'method_flags',
     'nd_tuned_dkd_alpha',  # whether --dkd_alpha was typed; its effect is in dkd_alpha
     'lr_type', 'milestones',  # L-MCL spellings of lr_decay and lr_decay_epochs
+    # the pinned epoch constants and the switch: their effect is recorded as the setting ``schedule``
+    'no_recipe_scaling', 'recipe_pinned', 'recipe_schedule',
 })
 
 # Settings shared by every cell of a table: the data's batching, the schedule, the arithmetic.
@@ -116,6 +118,8 @@ def describe_run(arguments, provenance=None):
     else:
         keys = [key for key in arguments if key not in skip]
     settings = {key: _plain(arguments.get(key)) for key in dict.fromkeys(keys) if key not in skip}
+    if arguments.get('recipe_schedule'):  # a method's pinned epoch constants scaled to --epochs (its own row)
+        settings['schedule'] = _plain(arguments['recipe_schedule'])
     defaults = {}
     resolved = arguments.get('run_defaults')
     if isinstance(resolved, dict):

@@ -35,14 +35,53 @@ def load_state_strictly(model, state, path, model_name, flag='checkpoint'):
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
-        from .registry import guess_architectures
-        guesses = guess_architectures(state)
-        classes = [v.shape[0] for k, v in state.items() if k.endswith('weight') and v.dim() == 2][-1:]
-        if model_name in guesses and classes:
-            raise CheckpointError(f"{flag} '{path}' is a {model_name} for {classes[0]} classes, but the "
-                                  f"data set has {model.get_classifier().out_features}; pass the --dataset "
-                                  f"it was trained on") from None
-        seems = f"it looks like {' or '.join(guesses)}" if guesses else "no known architecture matches it"
-        raise CheckpointError(f"{flag} '{path}' does not fit {model_name} ({seems}); pass the architecture "
-                              f"it was trained with") from None
+        raise misfit(model, state, path, model_name, flag) from None
+
+
+def fits(model, state):
+    """Whether ``model.load_state_dict(state, strict=True)`` would succeed: the same keys, the same shapes."""
+    wanted = model.state_dict()
+    return set(state) == set(wanted) and all(
+        getattr(state[k], 'shape', None) == wanted[k].shape for k in wanted)
+
+
+def misfit(model, state, path, model_name, flag='checkpoint'):
+    """The one-line error of weights that do not fit ``model``, naming the architecture they seem to be."""
+    from .registry import guess_architectures
+    guesses = guess_architectures(state)
+    classes = [v.shape[0] for k, v in state.items() if k.endswith('weight') and v.dim() == 2][-1:]
+    classifier = getattr(model, 'get_classifier', None)
+    if model_name in guesses and classes and callable(classifier):
+        return CheckpointError(f"{flag} '{path}' is a {model_name} for {classes[0]} classes, but the "
+                               f"data set has {classifier().out_features}; pass the --dataset "
+                               f"it was trained on")
+    seems = f"it looks like {' or '.join(guesses)}" if guesses else "no known architecture matches it"
+    return CheckpointError(f"{flag} '{path}' does not fit {model_name} ({seems}); pass the architecture "
+                           f"it was trained with")
+
+
+def check_resume_fits(objective, path, model_name):
+    """One line, before a run writes anything, when the --resume checkpoint at ``path`` cannot continue
+    ``objective``: weights of another architecture or class count (``model``), or, for a kdzoo checkpoint,
+    the auxiliary modules of another method or settings. An init-stage checkpoint is left to its stage."""
+    flag = '--resume checkpoint'
+    checkpoint = load_checkpoint(path, flag)
+    saved = checkpoint.get('kdzoo') if isinstance(checkpoint, dict) else None
+    if isinstance(saved, dict):
+        if (saved.get('stage') or 'main') != 'main':
+            return
+        state = checkpoint.get('model')
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{flag} '{path}' holds no 'model' weights; resume from the run's "
+                                  f"<name>_last.pth")
+        if not fits(objective.model, state):
+            raise misfit(objective.model, state, path, model_name, flag)
+        extra = saved.get('objective')
+        if isinstance(extra, dict) and set(extra) != set(objective.resume_state()):
+            raise CheckpointError(f"{flag} '{path}' was written by a different method or settings (its "
+                                  f"auxiliary modules differ); resume with the command that started the run")
+        return
+    state = adapt_keys(extract_state_dict(checkpoint, path), objective.model)
+    if not fits(objective.model, state):
+        raise misfit(objective.model, state, path, model_name, flag)
 
