@@ -39,7 +39,7 @@ def test_every_script_cell_has_a_published_value_or_a_reason_and_every_value_a_c
         assert reader.fieldnames == FIELDS
         rows = list(reader)
     cells = script_cells()
-    assert len(cells) > 400  # the nine scripts' cells, students, teachers, online runs and baselines
+    assert len(cells) > 400  # the eleven scripts' cells, students, teachers, online runs and baselines
     keys = {(r['dataset'], r['teacher'], r['network'], r['method']) for r in rows}
     assert sorted(k for k in cells if k not in keys) == []  # every cell a script runs is in the file
     assert sorted(k for k in keys if k not in cells) == []  # every row of the file is a cell a script runs
@@ -60,7 +60,14 @@ def test_every_script_cell_has_a_published_value_or_a_reason_and_every_value_a_c
     assert [(r['top1'], r['metric']) for r in published[('cifar100', 'resnet56', 'resnet20', 'kd++')]] == \
         [(72.53, 'best')]
     assert {r['paper'].split(' (')[0] for r in published[('cifar100', 'resnet32x4', 'resnet8x4', 'dkd')]} == \
-        {'mdistiller / DKD', 'ND'}  # two papers' numbers for one cell: both are compared
+        {'mdistiller / DKD', 'ND', 'LS'}  # several papers' numbers for one cell: each is compared
+    # LS's README (KD + LS, its per-pair temperature and weight), SDD's table image, ICKD's README
+    assert [(r['top1'], r['metric']) for r in published[('cifar100', 'resnet32x4', 'resnet8x4',
+                                                         'kd a=9 kd_T=2 logit_stand=True')]] == [(76.62, 'best')]
+    assert [(r['top1'], r['metric']) for r in published[('cifar100', 'resnet32x4', 'ShuffleV1', 'sdd_dkd')]] == \
+        [(77.3, 'best')]
+    assert [(r['top1'], r['metric']) for r in published[('cifar100', 'vgg13', 'vgg8', 'ickd a=1')]] == \
+        [(73.88, 'unstated')]
 
 
 @pytest.fixture
