@@ -7,7 +7,7 @@
 #       pair, -r 1 -b 1 --lambda_corr 2 --lambda_mutual 1 --alpha_it 1.01 (itrd's defaults but --alpha_it).
 #   ICKD (Liu et al., ICCV 2021; ADLab-AutoDrive/ICKD, Cifar100/README.md, 7 pairs): "ICKD-C (w/o KL)", ickd's
 #       defaults (-a 0 -b 2.5), and "ICKD-C", the same with KD (-a 1).
-#   SDD (Wei et al., CVPR 2024; shicaiwei123/SDD-CVPR2024, the README's cifar100.png, 6 cross-architecture
+#   SDD (Wei et al., CVPR 2024; shicaiwei123/SDD-CVPR2024, cifar100.png in its root, 6 cross-architecture
 #       pairs): KD, DKD, NKD and their SD- versions with sdd_kd/sdd_dkd/sdd_nkd's per-pair defaults. Its NKD
 #       row is SDD's CIFAR port of NKD (all-class mask, T 1, gamma 1.5: --nkd_all_classes --nkd_T 1
 #       --nkd_gamma 1.5; the port's DKD-style warm-up is not reproduced).
