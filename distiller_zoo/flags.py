@@ -140,8 +140,12 @@ def settle(method, args):
     if args.kd_T <= 0:
         raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
     note = f"weights: CE {args.gamma:g}, KD {args.alpha:g}, {method.name} {args.beta:g}"
-    if taken:
-        note += f" ({', '.join(taken)} from the {method.name} defaults)"
+    from_ls = [key for key in taken if key in (unset or ())]
+    sources = [f"{', '.join(keys)} from {source}" for keys, source in (
+        ([key for key in taken if key not in from_ls], f"the {method.name} defaults"), (from_ls, "LS's --kd-weight"))
+        if keys]
+    if sources:
+        note += f" ({'; '.join(sources)})"
     if unset is not None:
         note += f"; {logit_stand.note(args)}"
     return note

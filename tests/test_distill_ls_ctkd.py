@@ -198,6 +198,18 @@ def test_ls_defaults_are_the_readme_runs_and_given_values_win():
     args = parse('--distill', 'ctkd', '--logit_stand')
     assert (args.gamma, args.alpha, args.beta) == (0.1, 9.0, 0.0)   # LS's CTKD/scripts: -r 0.1 -a 9
     assert parse('--distill', 'kd', '--logit_stand', '--ls_std', 'population').ls_std == 'population'
+    assert parse('--distill', 'kd', '--logit_stand').weights_note == (
+        "weights: CE 0.1, KD 9, kd 0 (gamma, beta from the kd defaults; alpha from LS's --kd-weight); LS: logits "
+        "z-scored (sample std), --base-temp 2, --kd-weight 9")
+
+
+def test_the_population_std_is_what_the_method_reads_under_ls_std_population():
+    kd = method('kd', logit_stand=True, ls_std='population')
+    s, t, y = case(2)
+    expected = 9.0 * official_kd_loss(standardize(s, 'population'), standardize(t, 'population'), 2.0, False)
+    assert kd.ce_kd_terms(s, t, y)['kd'].item() == pytest.approx(expected.item(), rel=1e-13)
+    assert kd.ce_kd_terms(s, t, y)['kd'].item() != pytest.approx(9.0 * official_kd_loss(s, t, 2.0, True).item(),
+                                                                   rel=1e-6)
 
 
 def test_ls_names_the_run_folder():
