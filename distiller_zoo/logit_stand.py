@@ -21,8 +21,8 @@ through ``self.standardized`` (the identity without --logit_stand):
                    then scaled as any other value not given); a '++' method (ND) keeps only train.py's 2 and 9
 
 ``flags.settle`` calls ``prepare`` before the method's ``defaults_for`` and ``finish`` after it; a method that
-does not inherit ``LogitStand`` refuses --logit_stand in one line. Today kd, dkd, ctkd and rld opt in (and their
-'++'); MLKD (LS's third method) opts in the same way: ``class MLKD(LogitStand, Distiller)`` with its KD weight
+does not inherit ``LogitStand`` refuses --logit_stand in one line. Today kd, dkd, ctkd, rld and mlkd opt in (and their
+'++'; SDD-DKD, a DKD whose own loss is regional, opts out with ``ls_defined = False``); MLKD (LS's third method) opts in as: ``class MLKD(LogitStand, Distiller)`` with its KD weight
 and temperature flags in ``ls_weights``/``ls_temperatures``, the README's MLKD values in ``ls_published``
 (2, 6 for resnet32x4 -> ShuffleV2, vgg13 -> vgg8, vgg13 -> MobileNetV2; 2, 9 elsewhere), and
 ``self.standardized`` on the logits of its kd_loss terms only (LS's MLKD.py standardises neither cc_loss nor
@@ -59,6 +59,7 @@ def standardize(logits, std='sample'):
 class LogitStand:
     """The LS hook of a method (see the module's docstring): its flags on the command line, the defaults
     --logit_stand changes, and ``standardized``, the z-scoring its KD-type terms apply to their logits."""
+    ls_defined = True  # False in a subclass whose own loss reads no standardized logits (SDD-DKD)
     ls_temperatures = ()
     ls_weights = ()
     ls_scaled = ()
@@ -76,7 +77,7 @@ class LogitStand:
     @classmethod
     def add_arguments(cls, parser):
         group = parser.add_argument_group(
-            'LS, logit standardisation (CVPR 2024), for kd, dkd, ctkd, rld and their ++')
+            'LS, logit standardisation (CVPR 2024), for kd, dkd, ctkd, rld, mlkd and their ++')
         group.add_argument('--logit_stand', '--logit-stand', '--rld_logit_stand', dest='logit_stand',
                            action='store_true',
                            help="z-score both networks' logits before the temperature softmax of the KD-type "
@@ -97,7 +98,12 @@ class LogitStand:
 
 def ls_methods():
     """The registered names that --logit_stand can modify."""
-    return sorted(name for name, cls in DISTILLERS.items() if issubclass(cls, LogitStand) and name == cls.name)
+    return sorted(name for name, cls in DISTILLERS.items() if modifiable(cls) and name == cls.name)
+
+
+def modifiable(method):
+    """Whether --logit_stand is defined for the method class."""
+    return issubclass(method, LogitStand) and method.ls_defined
 
 
 def _published(method, args):
@@ -109,7 +115,7 @@ def prepare(method, args):
     fill --base-temp/--kd-weight, set the temperatures (and the published values of the method's own flags)
     not given. Returns the weight flags left for ``finish`` (those not given), or None without LS."""
     stand = bool(getattr(args, 'logit_stand', False))
-    opted = issubclass(method, LogitStand)
+    opted = modifiable(method)
     if not stand:
         given = [flag for dest, flag in (('ls_base_temp', '--base-temp'), ('ls_kd_weight', '--kd-weight'),
                                          ('ls_std', '--ls_std')) if getattr(args, dest, None) is not None]

@@ -232,6 +232,7 @@ def test_pack_members_take_ls_as_a_switch():
     (('--distill', 'crd', '--logit_stand'), r'^--logit_stand \(LS\) z-scores the logits of KD-type terms, and crd '
                                             r'has none it is defined for; it modifies ctkd, ctkd\+\+, dkd'),
     (('--distill', 'hint', '--logit-stand'), 'hint has none it is defined for'),
+    (('--distill', 'sdd_dkd', '--logit_stand'), 'sdd_dkd has none it is defined for'),  # a DKD that reads no LS
     (('--distill', 'kd', '--base-temp', '3'), r'^--base-temp sets logit standardisation \(LS\); it acts only with '
                                               r'--logit_stand$'),
     (('--distill', 'dkd', '--kd-weight', '3'), '--kd-weight sets logit standardisation'),
@@ -248,6 +249,25 @@ def test_bad_ls_and_ctkd_settings_are_one_line(flags, message):
     with pytest.raises(KDZooError, match=message) as err:
         parse(*flags)
     assert '\n' not in str(err.value)
+
+
+def test_mlkd_takes_ls_as_the_readme_runs_z_scoring_its_instance_terms_only():
+    """LS's MLKD: --kd-weight becomes -b (the weight of all MLKD terms), --base-temp its base temperature, 2 and
+    6 on the three README pairs that say so, 2 and 9 elsewhere; the loss is mlkd_loss with its instance terms
+    z-scored (the population std under --ls_std population)."""
+    from distiller_zoo.MLKD import mlkd_loss
+    for (model_t, model_s), weight in ((('vgg13', 'vgg8'), 6.0), (('resnet32x4', 'resnet8x4'), 9.0)):
+        args = parse('--distill', 'mlkd', '--logit_stand', model_t=model_t, model_s=model_s)
+        assert (args.gamma, args.alpha, args.beta, args.mlkd_T) == (0.1, 0.0, weight, 2.0)
+    given = parse('--distill', 'mlkd_noaug', '--logit_stand', '-b', '3', '--mlkd_T', '5')
+    assert (given.beta, given.mlkd_T) == (3.0, 5.0)
+    s, t, y = case(1)
+    for std in ('sample', 'population'):
+        mlkd = method('mlkd_noaug', logit_stand=True, ls_std=std)
+        ours = mlkd.losses(outputs(s), outputs(t), SimpleNamespace(targets=y), epoch=30)['mlkd_noaug']
+        expected = mlkd.beta * mlkd_loss(s, t, mlkd.temperature, standardize=std)
+        assert ours.item() == pytest.approx(expected.item(), rel=1e-13)
+        assert ours.item() != pytest.approx((mlkd.beta * mlkd_loss(s, t, mlkd.temperature)).item(), rel=1e-3)
 
 
 def test_a_pack_member_with_ls_on_a_feature_method_is_refused_in_one_line():
