@@ -21,12 +21,11 @@ through ``self.standardized`` (the identity without --logit_stand):
                    then scaled as any other value not given); a '++' method (ND) keeps only train.py's 2 and 9
 
 ``flags.settle`` calls ``prepare`` before the method's ``defaults_for`` and ``finish`` after it; a method that
-does not inherit ``LogitStand`` refuses --logit_stand in one line. Today kd, dkd, ctkd, rld and mlkd opt in (and their
-'++'; SDD-DKD, a DKD whose own loss is regional, opts out with ``ls_defined = False``); MLKD (LS's third method) opts in as: ``class MLKD(LogitStand, Distiller)`` with its KD weight
-and temperature flags in ``ls_weights``/``ls_temperatures``, the README's MLKD values in ``ls_published``
-(2, 6 for resnet32x4 -> ShuffleV2, vgg13 -> vgg8, vgg13 -> MobileNetV2; 2, 9 elsewhere), and
-``self.standardized`` on the logits of its kd_loss terms only (LS's MLKD.py standardises neither cc_loss nor
-bc_loss; its KD weight multiplies all three).
+does not inherit ``LogitStand`` (or sets ``ls_defined = False``, as SDD-DKD, a DKD whose own terms are regional)
+refuses --logit_stand in one line. Today kd, dkd, ctkd, rld and mlkd opt in, with their '++'. MLKD declares its
+-b and T0 in ``ls_weights``/``ls_temperatures``, the README's MLKD values in ``ls_published`` (2, 6 for
+resnet32x4 -> ShuffleV2, vgg13 -> vgg8, vgg13 -> MobileNetV2; 2, 9 elsewhere), and z-scores the logits of its
+instance terms only (LS's MLKD.py standardises neither cc_loss nor bc_loss; its KD weight multiplies all three).
 
 ``--ls_std`` chooses the standard deviation: ``sample`` (default) is the code's ``torch.std`` (Bessel's
 correction, 1 / (K - 1)) plus 1e-7, in every ``normalize`` of the official repository (KD.py, DKD.py, MLKD.py,
