@@ -51,23 +51,21 @@ from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from models.features import NetOutput
 from .base import Distiller
+from .logit_stand import LogitStand, standardize as ls_standardize
 from .registry import register
 
-__all__ = ['MLKD_TEMPERATURES', 'standardize_logits', 'mlkd_instance', 'mlkd_batch', 'mlkd_class',
+__all__ = ['MLKD_TEMPERATURES', 'mlkd_instance', 'mlkd_batch', 'mlkd_class',
            'confidence_fractions', 'mlkd_loss', 'MLKDNoAug', 'MLKD']
 
 MLKD_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)  # after T0, in the code's order
 
 
-def standardize_logits(z):
-    """Logit standardisation's z-score of each row: (z - mean) / (1e-7 + unbiased std)."""
-    return (z - z.mean(dim=1, keepdim=True)) / (1e-7 + z.std(dim=1, keepdim=True))
-
-
 def mlkd_instance(z_s, z_t, temperature, standardize=False):
-    """T^2 * batch mean of KL(softmax(t/T) || softmax(s/T)), on z-scored logits with ``standardize``."""
+    """T^2 * batch mean of KL(softmax(t/T) || softmax(s/T)), on z-scored logits with ``standardize`` (LS's
+    ``standardize``: True or 'sample' is the official code's std, 'population' the paper's; see --ls_std)."""
     if standardize:
-        z_s, z_t = standardize_logits(z_s), standardize_logits(z_t)
+        std = standardize if isinstance(standardize, str) else 'sample'
+        z_s, z_t = ls_standardize(z_s, std), ls_standardize(z_t, std)
     log_p_s = F.log_softmax(z_s / temperature, dim=1)
     p_t = F.softmax(z_t / temperature, dim=1)
     return F.kl_div(log_p_s, p_t, reduction='none').sum(1).mean() * temperature ** 2
@@ -133,16 +131,23 @@ def mlkd_loss(logits_s, logits_t, temperature, strong_s=None, strong_t=None, sta
 
 
 @register('mlkd_noaug')
-class MLKDNoAug(Distiller):
+class MLKDNoAug(LogitStand, Distiller):
     """gamma * CE + alpha * KD + beta * MLKD on the batch as it is (RLD's MLKD_NOAUG); defaults CE 0.1, -b 0.9,
-    T0 4 (ImageNet 0.5, 0.5, 1)."""
+    T0 4 (ImageNet 0.5, 0.5, 1).
+
+    LS (--logit_stand, ``logit_stand.py``) z-scores the logits of the instance (KD) terms only, as LS's MLKD.py
+    (neither the batch nor the class term), and its --kd-weight becomes -b (LS's train.py sets MLKD's KD_WEIGHT,
+    which weighs all three terms) and --base-temp the base temperature; the LS README's MLKD runs use 2 and 6 for
+    resnet32x4 -> ShuffleV2, vgg13 -> vgg8 and vgg13 -> MobileNetV2, 2 and 9 elsewhere."""
     default_weights = (0.1, 0.0, 0.9)
+    ls_temperatures, ls_weights = ('mlkd_T',), ('beta',)
+    ls_published = {pair: {'base_temp': 2.0, 'kd_weight': 6.0}
+                    for pair in (('resnet32x4', 'ShuffleV2'), ('vgg13', 'vgg8'), ('vgg13', 'MobileNetV2'))}
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.temperature, self.paper = args.mlkd_T, args.mlkd_paper
-        # logit standardisation (CVPR 2024) as a modifier: the flag is the modifier's, read here
-        self.standardize = bool(getattr(args, 'logit_stand', False))
+        self.standardize = self.ls_std if self.logit_stand else False
 
     @classmethod
     def add_arguments(cls, parser):

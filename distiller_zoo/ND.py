@@ -40,8 +40,6 @@ Where this differs from the ND code:
     student's classifier, since the student is a submodule of its EmbTrans);
   * ND's SGD is Nesterov's; here that is the shared --nesterov flag (scripts/run_nd_table.sh passes it).
 """
-import argparse
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,6 +115,8 @@ class NDMixin:
     needs_feats = True
     tuned = {}
     fallback = {}
+    ls_published = {}  # under --logit_stand (LS) a '++' takes train.py's --base-temp 2, --kd-weight 9, not the
+    #                    LS README's per-pair runs of the plain method
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
@@ -141,7 +141,6 @@ class NDMixin:
         group.add_argument('--centers', default=None,
                            help='teacher class-centre file (default: <teacher checkpoint without .pth>'
                                 f'{CENTERS_SUFFIX}; computed and written there when missing)')
-        group.add_argument('--nd_tuned_dkd_alpha', action='store_true', help=argparse.SUPPRESS)
 
     @classmethod
     def defaults_for(cls, args):
@@ -233,21 +232,8 @@ class DKDPlusPlus(NDMixin, DKD):
     fallback = {'cifar': R32X4_R8X4, 'imagenet': R34_R18}
 
     @classmethod
-    def rewrite_argv(cls, argv):
-        # DKD's --dkd_alpha defaults to 1.0, not None, so whether the user gave it is read off the command line
-        # and handed on as a hidden flag.
-        given = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-        given.add_argument('--dkd_alpha')
-        try:
-            if given.parse_known_args(argv)[0].dkd_alpha is None:
-                argv = [*argv, '--nd_tuned_dkd_alpha']
-        except argparse.ArgumentError:
-            pass  # a malformed --dkd_alpha: the real parser reports it
-        return super().rewrite_argv(argv)
-
-    @classmethod
     def apply_tuned(cls, args, alpha, beta):
-        if getattr(args, 'nd_tuned_dkd_alpha', False):
+        if args.dkd_alpha is None:
             args.dkd_alpha = alpha
         if args.dkd_beta is None:
             args.dkd_beta = beta

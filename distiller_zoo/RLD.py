@@ -17,9 +17,10 @@ RLD values, so every pair runs cfg.py's CE_WEIGHT 1, ALPHA 1, BETA 8, T 4, WARMU
 README's RLD command adds ``--same-t`` (ALPHA_T = T), and that is the default here: --rld_alpha_T as --rld_T
 (give --rld_alpha_T 1 for the configs run without --same-t). ImageNet (configs/imagenet/r34_r18/rld.yaml,
 r50_mv1/rld.yaml): BETA 0.5 (2.0 for ResNet50 -> MobileNetV1), T 1, WARMUP 1, ALPHA 1 and ALPHA_T 1 (= T);
-other ImageNet pairs take 0.5. --rld_logit_stand is the official --logit-stand: both logits z-scored per sample
+other ImageNet pairs take 0.5. --logit_stand (LS, ``logit_stand.py``; --rld_logit_stand, its old name here, and
+--logit-stand are the same switch) is the official --logit-stand: both logits z-scored per sample
 ((z - mean) / (1e-7 + std), std with Bessel's correction) and, for the values not given, ALPHA and BETA times
---kd-weight 9 and both temperatures --base-temp 2, as tools/train.py does.
+--kd-weight 9 and the temperatures --base-temp 2 (--rld_alpha_T follows --rld_T), as tools/train.py does.
 """
 import torch
 import torch.nn.functional as F
@@ -28,20 +29,14 @@ from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
+from .logit_stand import LogitStand, standardize
 from .recipe import scheduled
 from .registry import register
 
-__all__ = ['standardize', 'rld_parts', 'rld_loss', 'RLD']
+__all__ = ['rld_parts', 'rld_loss', 'RLD']
 
 # configs/imagenet/*/rld.yaml; the CIFAR-100 configs all leave cfg.py's BETA 8.
 IMAGENET_BETA = {('ResNet34', 'ResNet18'): 0.5, ('ResNet50', 'MobileNetV1'): 2.0}
-# tools/train.py's --logit-stand: --kd-weight 9 multiplies ALPHA and BETA, --base-temp 2 sets T and ALPHA_T.
-STAND_WEIGHT, STAND_TEMPERATURE = 9.0, 2.0
-
-
-def standardize(logits):
-    """The official ``normalize``: each row minus its mean, over 1e-7 plus its (Bessel-corrected) std."""
-    return (logits - logits.mean(dim=-1, keepdim=True)) / (1e-7 + logits.std(dim=-1, keepdim=True))
 
 
 def _log_softmax_over(z, keep):
@@ -83,7 +78,7 @@ def rld_loss(logits_s, logits_t, targets, alpha, beta, temperature, alpha_temper
 
 
 @register('rld')
-class RLD(Distiller):
+class RLD(LogitStand, Distiller):
     """gamma * CE + alpha * KD + beta * min(epoch / warmup, 1) * (rld_alpha * SCD + rld_beta * MCD).
 
     Defaults are the official repo's: CE 1, no KD term, -b 1; --rld_alpha 1, --rld_beta 8, --rld_T 4,
@@ -91,41 +86,38 @@ class RLD(Distiller):
     MobileNetV1), T 1, warm-up 1. The values used are written back into args.
     """
     default_weights = (1.0, 0.0, 1.0)
+    # tools/train.py's --logit-stand: --kd-weight multiplies ALPHA and BETA, --base-temp sets T (and ALPHA_T, which
+    # follows T here as under --same-t)
+    ls_temperatures, ls_scaled = ('rld_T',), ('rld_alpha', 'rld_beta')
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
         self.rld_alpha, self.rld_beta = args.rld_alpha, args.rld_beta
         self.temperature, self.alpha_temperature = args.rld_T, args.rld_alpha_T
-        self.warmup, self.logit_stand = scheduled(args, 'rld_warmup'), args.rld_logit_stand
+        self.warmup = scheduled(args, 'rld_warmup')
 
     @classmethod
     def add_arguments(cls, parser):
         group = parser.add_argument_group('RLD')
         group.add_argument('--rld_alpha', type=float, default=None,
-                           help="weight of SCD (1; 9 with --rld_logit_stand): zju-SWJ/RLD mdistiller/engine/cfg.py")
+                           help="weight of SCD (1; times --kd-weight with --logit_stand): zju-SWJ/RLD "
+                                "mdistiller/engine/cfg.py")
         group.add_argument('--rld_beta', type=float, default=None,
-                           help="weight of MCD (8; ImageNet 0.5, 2 for ResNet50 -> MobileNetV1; times 9 with "
-                                "--rld_logit_stand): cfg.py and configs/imagenet/*/rld.yaml")
+                           help="weight of MCD (8; ImageNet 0.5, 2 for ResNet50 -> MobileNetV1; times --kd-weight "
+                                "with --logit_stand): cfg.py and configs/imagenet/*/rld.yaml")
         add_ramp_arguments(group, 'rld', 'RLD')
         group.add_argument('--rld_alpha_T', type=float, default=None,
                            help="SCD temperature (default: --rld_T, the README command's --same-t; cfg.py's "
                                 "ALPHA_T without it is 1)")
-        group.add_argument('--rld_logit_stand', action='store_true',
-                           help="z-score both logits first (the official --logit-stand; the weights and "
-                                "temperatures not given become its --kd-weight 9 and --base-temp 2 values)")
 
     @staticmethod
     def settings(args):
         """Fill the RLD flags not given with the official values for the data set and pair; check them."""
         imagenet = args.dataset == 'imagenet'
-        stand = args.rld_logit_stand
         if args.rld_alpha is None:
-            args.rld_alpha = 1.0 * (STAND_WEIGHT if stand else 1.0)
+            args.rld_alpha = 1.0
         if args.rld_beta is None:
-            beta = IMAGENET_BETA.get((args.model_t, args.model_s), 0.5) if imagenet else 8.0
-            args.rld_beta = beta * (STAND_WEIGHT if stand else 1.0)
-        if stand and args.rld_T is None:
-            args.rld_T = STAND_TEMPERATURE
+            args.rld_beta = IMAGENET_BETA.get((args.model_t, args.model_s), 0.5) if imagenet else 8.0
         settle_ramp(args, 'rld')
         if args.rld_alpha_T is None:
             args.rld_alpha_T = args.rld_T
@@ -136,5 +128,5 @@ class RLD(Distiller):
             raise KDZooError(f"--rld_alpha_T must be positive, got {args.rld_alpha_T:g}")
 
     def method_loss(self, out_s, out_t, batch, epoch):
-        return rld_loss(out_s.logits, out_t.logits, batch.targets, self.rld_alpha, self.rld_beta,
-                        self.temperature, self.alpha_temperature, self.logit_stand)
+        return rld_loss(self.standardized(out_s.logits), self.standardized(out_t.logits), batch.targets, self.rld_alpha,
+                        self.rld_beta, self.temperature, self.alpha_temperature)

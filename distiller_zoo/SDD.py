@@ -195,6 +195,7 @@ class SDDKD(ScaleDecoupled):
 class SDDDKD(ScaleDecoupled, DKD):
     """gamma * CE + alpha * KD + beta * min(epoch / warmup, 1) * SDD-DKD(--dkd_alpha, --dkd_beta, --dkd_T);
     DKD's flags, with SDD's per-pair --dkd_beta (``SDD_BETA``)."""
+    ls_defined = False  # its regional DKD terms read raw logits: --logit_stand is refused, not ignored
 
     @staticmethod
     def settings(args):

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.precision import at_least_fp32
 from models.features import NetOutput, run_network
 from .flags import MethodFlags
 from .teacher import TeacherRequest
@@ -100,17 +101,22 @@ class Distiller(MethodFlags, nn.Module):
         ramps DKD, ReviewKD and MKL in; 1 for methods without ``self.warmup`` (or a warm-up of 0)."""
         return min(epoch / self.warmup, 1.0) if self.warmup else 1.0
 
+    def standardized(self, logits):
+        """The logits a KD-type term reads: as they are; z-scored under --logit_stand in the methods that
+        inherit ``logit_stand.LogitStand`` (LS's hook), which overrides this."""
+        return logits
+
     def ce_kd_terms(self, logits_s, logits_t, targets, batch=None, epoch=None):
-        """The label and logit terms every composition starts from: gamma * CE, and alpha * KD when weighted;
-        with --add (``self.added``) the alpha slot holds that method's loss instead, as the TTM repo's
-        ``opt.alpha * criterion_div``, under the name ``add_<method>`` (it reads ``batch``'s labels and the
-        ``epoch`` of its warm-up, if any)."""
+        """The label and logit terms every composition starts from: gamma * CE, and alpha * KD when weighted
+        (on the ``standardized`` logits; CE always reads the raw ones); with --add (``self.added``) the alpha
+        slot holds that method's loss instead, as the TTM repo's ``opt.alpha * criterion_div``, under the name
+        ``add_<method>`` (it reads ``batch``'s labels and the ``epoch`` of its warm-up, if any)."""
         terms = {'ce': self.gamma * F.cross_entropy(logits_s, targets)}
         if self.alpha and self.added is not None:
             terms[f'add_{self.added.name}'] = self.alpha * self.added.added_loss(logits_s, logits_t, targets, batch,
                                                                                   epoch)
         elif self.alpha:
-            terms['kd'] = self.alpha * kd_loss(logits_s, logits_t, self.kd_T)
+            terms['kd'] = self.alpha * kd_loss(self.standardized(logits_s), self.standardized(logits_t), self.kd_T)
         return terms
 
     @classmethod
@@ -159,6 +165,11 @@ class Distiller(MethodFlags, nn.Module):
         """Entries saved beside ``model`` in every checkpoint (SimKD's ``proj``)."""
         return {}
 
+    def epoch_values(self):
+        """Numbers of the method's own recorded with each epoch's validation, {name: float} (CTKD's learned
+        temperature, ``ctkd_T``): they go into the epoch's history in metrics.json and TensorBoard."""
+        return {}
+
     def deployable(self, student, teacher):
         """The network to ship when it is more than the bare student (SimKD: student, projector and the
         teacher's classifier in one module), as ``(module, meta)`` with ``meta`` enough for
@@ -174,9 +185,10 @@ class _Labels:
 
 
 def kd_loss(logits_s, logits_t, temperature):
-    """Hinton's KD: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, averaged over the batch."""
-    log_p_s = F.log_softmax(logits_s.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(logits_t.float() / temperature, dim=1)
+    """Hinton's KD: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, averaged over the batch; in fp32
+    at least (fp64 logits stay fp64). ``temperature`` may be a 0-d tensor with a gradient (CTKD's)."""
+    log_p_s = F.log_softmax(at_least_fp32(logits_s) / temperature, dim=1)
+    log_p_t = F.log_softmax(at_least_fp32(logits_t) / temperature, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction='batchmean', log_target=True) * temperature ** 2
 
 

@@ -7,10 +7,13 @@ checks them once, right after parsing; constructors only read them.
 ``Distiller`` is one, so a method overrides these classmethods where it has flags of its own.
 """
 from helper.errors import KDZooError
+from . import logit_stand
 from .add import add_add_argument, settle_add
 from .recipe import pin
 from .registry import DISTILLERS
 from .two_stage import TwoStage
+
+KD_T = 4.0  # --kd_T when not given (RepDistiller's); under --logit_stand, LS's --base-temp
 
 
 class MethodFlags:
@@ -70,7 +73,8 @@ def add_loss_weights(group):
     group.add_argument('-a', '--alpha', '-d', '--div', dest='alpha', type=float, default=None,
                        help='weight of the KD (KL) term')
     group.add_argument('-b', '--beta', type=float, default=None, help="weight of the method's own loss")
-    group.add_argument('--kd_T', type=float, default=4, help='KD temperature')
+    group.add_argument('--kd_T', type=float, default=None,
+                       help='KD temperature (4; with --logit_stand on kd and ctkd, --base-temp)')
     group.add_argument('--init_epochs', type=int, default=None,
                        help='init stage of AB, FT, FSP (30) and SSKD (its teacher head, 60)')
     add_add_argument(group)
@@ -121,10 +125,14 @@ def add_method_arguments(parser, methods=None):
 
 
 def settle(method, args):
-    """Settle a parsed command once, before anything is built: the method's own flags (``defaults_for``),
-    then -r/-a/-b not given from its defaults; impossible values are refused in one line. Returns the
-    sentence that says which weights are used. With --add (distiller_zoo/add.py) the added method's flags are
-    settled next, and -a not given is its own default weight."""
+    """Settle a parsed command once, before anything is built: LS's flags (``logit_stand.prepare``), --kd_T,
+    the method's own flags (``defaults_for``), with --add (distiller_zoo/add.py) the added method's next (-a
+    not given is then its own default weight), -r/-a/-b not given from the defaults, and what LS does to the
+    weights not given (``logit_stand.finish``); impossible values are refused in one line. Returns the
+    sentence that says which weights are used."""
+    unset = logit_stand.prepare(method, args)
+    if args.kd_T is None:
+        args.kd_T = KD_T
     added = settle_add(method, args)
     defaults = dict(zip(('gamma', 'alpha', 'beta'), method.defaults_for(args)))
     if added is not None:
@@ -132,6 +140,7 @@ def settle(method, args):
     taken = [key for key in defaults if getattr(args, key) is None]
     for key in taken:
         setattr(args, key, defaults[key])
+    logit_stand.finish(method, args, unset)
     for key, flag in (('gamma', '-r/-c'), ('alpha', '-a/-d'), ('beta', '-b')):
         if getattr(args, key) < 0:
             raise KDZooError(f"the loss weight {flag} cannot be negative, got {getattr(args, key)}")
@@ -146,10 +155,15 @@ def settle(method, args):
                          f"CRD + WTTM command uses -a 4) or drop --add")
     slot = 'KD' if added is None else f"{added.name} (--add)"
     note = f"weights: CE {args.gamma:g}, {slot} {args.alpha:g}, {method.name} {args.beta:g}"
-    own = [key for key in taken if added is None or key != 'alpha']
+    from_ls = [key for key in taken if key in (unset or ())]
+    own = [key for key in taken if key not in from_ls and (added is None or key != 'alpha')]
     parts = [f"{', '.join(own)} from the {method.name} defaults"] if own else []
-    if added is not None and 'alpha' in taken:
+    if added is not None and 'alpha' in taken and 'alpha' not in from_ls:
         parts.append(f"alpha from the {added.name} defaults")
+    if from_ls:
+        parts.append(f"{', '.join(from_ls)} from LS's --kd-weight")
     if parts:
         note += f" ({'; '.join(parts)})"
+    if unset is not None:
+        note += f"; {logit_stand.note(args)}"
     return note

@@ -121,6 +121,10 @@ class DistillObjective(Objective):
     def predict(self, images):
         return self.method.predict(self.model, self.teacher, images)
 
+    def validate(self, loader, device, precision):
+        top1, top5, loss, extra = super().validate(loader, device, precision)
+        return top1, top5, loss, {**extra, **self.method.epoch_values()}
+
     def checkpoint_extras(self):
         return self.method.checkpoint_extras()
 

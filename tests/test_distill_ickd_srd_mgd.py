@@ -19,30 +19,15 @@ from helper.errors import KDZooError
 from models.features import NetOutput
 
 from test_pack import assert_same_runs, random_teacher, single_runs
+from reference import log_softmax, parse
 
-from conftest import small_digits_fixture
+from conftest import numeric_grad, small_digits_fixture
 
 # The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
 # other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
 small_digits = small_digits_fixture(192, 64)
 
 RNG = np.random.default_rng(23)
-
-
-def parse(name, *flags, model_t='resnet32x4', model_s='resnet8x4', dataset='cifar100'):
-    return train_student.parse_args(['--path_t', 'teacher.pth', '--model_t', model_t, '--model_s', model_s,
-                                     '--dataset', dataset, '--distill', name, *flags])
-
-
-def numeric_grad(f, x, h=1e-6):
-    """Central differences of the scalar f at x, entry by entry."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += h
-        down[index] -= h
-        grad[index] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 # ---------------------------------------------------------------------------------------------- ICKD
@@ -109,11 +94,6 @@ def test_ickd_under_half_precision_computes_in_fp32():
 def batch_norm(x, eps=1e-4):
     """BatchNorm1d(affine=False) in training: the batch mean and the biased batch variance."""
     return (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
-
-
-def log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def official_srd(z_s, z_t, y_s, y_t, weight, bias, exponent=4.0, T=1.0):

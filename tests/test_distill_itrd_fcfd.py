@@ -13,25 +13,11 @@ from distiller_zoo.FCFD import candidate_paths, fcfd_l2
 from distiller_zoo.ITRD import ITLoss, itrd_correlation, itrd_mutual
 from helper.errors import KDZooError
 
+from conftest import numeric_grad
+from reference import parse
 from test_pack import assert_same_runs, random_teacher, single_runs
 
 RNG = np.random.default_rng(23)
-
-
-def parse(name, *flags, model_t='resnet32x4', model_s='resnet8x4', dataset='cifar100'):
-    return train_student.parse_args(['--path_t', 'teacher.pth', '--model_t', model_t, '--model_s', model_s,
-                                     '--dataset', dataset, '--distill', name, *flags])
-
-
-def numeric_grad(f, x, h=1e-6):
-    """Central differences of the scalar f at x, entry by entry."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += h
-        down[index] -= h
-        grad[index] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 # ---------------------------------------------------------------------------------------------- ITRD
@@ -319,7 +305,6 @@ def test_fcfd_total_loss_and_gradients_match_the_official_meta_model(seed):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
     assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
-
 
 
 def small_fcfd(*flags, model_t='resnet20', model_s='resnet8'):

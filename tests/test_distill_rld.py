@@ -118,8 +118,10 @@ def test_defaults_are_the_official_configs():
     imagenet = dict(dataset='imagenet')
     assert settings(parse(model_t='ResNet34', model_s='ResNet18', **imagenet)) == (1, 0, 1, 1, 0.5, 1, 1, 1)
     assert settings(parse(model_t='ResNet50', model_s='MobileNetV1', **imagenet)) == (1, 0, 1, 1, 2, 1, 1, 1)
-    args = parse('--rld_logit_stand')
-    assert settings(args) == (1.0, 0.0, 1.0, 9.0, 72.0, 2.0, 2.0, 20) and args.rld_logit_stand
+    # --rld_logit_stand, its first name here, is LS's --logit_stand (distiller_zoo/logit_stand.py)
+    for switch in ('--rld_logit_stand', '--logit_stand', '--logit-stand'):
+        args = parse(switch)
+        assert settings(args) == (1.0, 0.0, 1.0, 9.0, 72.0, 2.0, 2.0, 20) and args.logit_stand
     assert settings(parse('--rld_logit_stand', '--rld_beta', '10'))[4] == 10.0
 
 

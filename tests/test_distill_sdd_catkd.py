@@ -24,6 +24,7 @@ from models import imagenet_model_dict, model_dict
 from models.features import check_classifies_regions, class_activation_maps, region_logits
 
 from test_pack import assert_same_runs, random_teacher, single_runs
+from reference import parse
 
 from conftest import small_digits_fixture
 
@@ -32,11 +33,6 @@ from conftest import small_digits_fixture
 small_digits = small_digits_fixture(192, 64)
 
 RNG = np.random.default_rng(20)
-
-
-def parse(name, *flags, model_t='resnet32x4', model_s='resnet8x4', dataset='cifar100'):
-    return train_student.parse_args(['--path_t', 'teacher.pth', '--model_t', model_t, '--model_s', model_s,
-                                     '--dataset', dataset, '--distill', name, *flags])
 
 
 # ------------------------------------------------------------------------------ the official code, float64

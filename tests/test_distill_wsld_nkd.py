@@ -13,39 +13,15 @@ from distiller_zoo.WSLD import wsld_loss
 from helper.errors import KDZooError
 
 from test_pack import assert_same_runs, random_teacher, single_runs
+from reference import log_softmax, parse, softmax
 
-from conftest import small_digits_fixture
+from conftest import numeric_grad, small_digits_fixture
 
 # The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
 # other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
 small_digits = small_digits_fixture(192, 64)
 
 RNG = np.random.default_rng(19)
-
-
-def parse(name, *flags, model_t='resnet32x4', model_s='resnet8x4', dataset='cifar100'):
-    return train_student.parse_args(['--path_t', 'teacher.pth', '--model_t', model_t, '--model_s', model_s,
-                                     '--dataset', dataset, '--distill', name, *flags])
-
-
-def log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def softmax(z):
-    return np.exp(log_softmax(z))
-
-
-def numeric_grad(f, x, h=1e-6):
-    """Central differences of the scalar f at x, entry by entry."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += h
-        down[index] -= h
-        grad[index] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 def value_and_grad(loss, s, *rest):

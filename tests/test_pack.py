@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_student
-from conftest import run_script, small_digits_fixture, write_fake_cifar100
+from conftest import first_digits, run_script, write_fake_cifar100
 from dataset import ContrastSpec, build_data
 from dataset.batches import Batch
 from distiller_zoo import TeacherRequest, run_teacher
@@ -15,10 +15,6 @@ from engine.loop import Trainer
 from engine.pack import MemberLoader, SharedTeacher
 from helper.errors import KDZooError, NonFiniteLossError
 from models import model_dict
-
-# The digits runs here train on the first 192 training and 64 test digits: they compare runs with each
-# other, which does not need the whole data, and the whole digits cost minutes of CI per pack.
-small_digits = small_digits_fixture(192, 64)
 
 
 def random_teacher(root, name, num_classes):
@@ -90,7 +86,8 @@ def single_runs(common, members, root):
 
 
 # ---- same result as the single runs -----------------------------------------------------------------
-def test_pack_of_kd_crd_dkd_simkd_on_digits_equals_the_four_single_runs(digits_teacher, tmp_path):
+def test_pack_of_kd_crd_dkd_simkd_on_digits_equals_the_four_single_runs(digits_teacher, tmp_path, monkeypatch):
+    first_digits(monkeypatch, 192, 64)  # runs compared with each other: the whole digits would cost minutes
     common = ['--path_t', digits_teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic',
               '--nce_k', '64', '--print_freq', '5']
     states = train_student.main([*common, '--model_s', 'resnet8', '--distill', 'kd,crd,dkd,simkd',
@@ -180,8 +177,8 @@ def test_shared_teacher_honours_requests_that_name_their_input_or_need_nothing()
     torch.manual_seed(0)
     teacher = model_dict['resnet8'](num_classes=10).eval()
     batch = Batch(torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), images_strong=torch.randn(4, 3, 32, 32))
-    on_strong = SimpleNamespace(feats=True, preact=False, views=(), view='strong', needed=True)
-    skip = SimpleNamespace(feats=True, preact=False, views=(), view=None, needed=False)
+    on_strong = SimpleNamespace(feats=True, preact=False, pooled_map=False, views=(), view='strong', needed=True)
+    skip = SimpleNamespace(feats=True, preact=False, pooled_map=False, views=(), view=None, needed=False)
     shared = SharedTeacher(teacher)
     shared.compute(batch, [TeacherRequest(), on_strong, skip])
     assert shared.passes == 2

@@ -93,7 +93,8 @@ def test_long_flag_lists_become_a_hash():
 def test_every_registered_method_lists_the_flags_it_reads():
     parser = train_student.build_parser()
     flags = {name: set(cls.flag_dests(parser)) for name, cls in DISTILLERS.items()}
-    assert flags['kd'] == {'kd_T'}
+    assert flags['kd'] == {'kd_T', 'logit_stand', 'ls_base_temp', 'ls_kd_weight', 'ls_std'}  # LS's with its own
+    assert not {'logit_stand', 'ls_base_temp'} & flags['crd']  # LS is not defined for a feature method
     assert flags['simkd'] == {'kd_T', 'factor'} and flags['semckd'] == {'kd_T', 'soft'}
     assert {'nce_k', 'feat_dim', 'mode', 'crd_bank'} <= flags['crd'] and {'nce_k', 'ceta'} <= flags['norm_crd']
     assert flags['norm_kd'] == flags['norm'] == {'kd_T', 'ceta', 'co_sponge', 'plain_ft', 'no_logit_norm'}

@@ -15,7 +15,8 @@ import slurm_cluster
 from conftest import REPO
 from tiny_tables import assert_same_weights, last_weights, run_table, table_env
 
-pytestmark = pytest.mark.slow
+# one worker starts one Slurm for both tests (`-n 2 --dist loadgroup`, the README's test command)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('slurm')]
 
 
 @pytest.fixture(scope='module')
