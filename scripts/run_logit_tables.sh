@@ -16,8 +16,8 @@
 #   RLD (zju-SWJ/RLD, configs/cifar100/rld, the LS pairs): rld's defaults (ALPHA 1, BETA 8, T 4, --same-t).
 #       No published number was read for it (tools/published_top1.csv says so).
 #
-# METHODS (default: every row but mlkd+ls, see below) picks rows by name: kd kd+ls ctkd ctkd+ls dkd dkd+ls mlkd
-# mlkd+ls ttm wttm wttm+crd rld. PAIRS (default: the union of the tables' pairs) narrows the pairs; a row runs only on the
+# METHODS (default: every row) picks rows by name: kd kd+ls ctkd ctkd+ls dkd dkd+ls mlkd mlkd+ls ttm wttm
+# wttm+crd rld. PAIRS (default: the union of the tables' pairs) narrows the pairs; a row runs only on the
 # pairs of its own table. Cells of one teacher, recipe and trial train as packs (one teacher pass per
 # batch); PACK=0: one run per cell.
 set -euo pipefail
@@ -30,9 +30,7 @@ TTM_PAIRS="wrn_40_2:wrn_16_2 wrn_40_2:wrn_40_1 resnet56:resnet20 resnet110:resne
 resnet32x4:resnet8x4 vgg13:vgg8 vgg13:MobileNetV2 ResNet50:MobileNetV2 ResNet50:vgg8 resnet32x4:ShuffleV1
 resnet32x4:ShuffleV2 wrn_40_2:ShuffleV1"
 PAIRS=${PAIRS:-"$LS_PAIRS ResNet50:vgg8 resnet32x4:ShuffleV1 wrn_40_2:ShuffleV1"}
-# mlkd+ls is not a default row yet: mlkd does not take --logit_stand until it opts into LS's hook
-# (distiller_zoo/logit_stand.py); its published values are in docs/tables.md
-METHODS=${METHODS:-"kd kd+ls ctkd ctkd+ls dkd dkd+ls mlkd ttm wttm wttm+crd rld"}
+METHODS=${METHODS:-"kd kd+ls ctkd ctkd+ls dkd dkd+ls mlkd mlkd+ls ttm wttm wttm+crd rld"}
 
 # row name -> its train_student.py method spec
 declare -A SPEC=(
