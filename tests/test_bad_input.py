@@ -50,7 +50,9 @@ CASES = {
     'resume corrupt': (['--model', 'resnet8', *DIGITS, '--trial', '9', '--resume', '{corrupt}'],
                        'is corrupt or truncated'),
     'resume other architecture': (['--model', 'resnet20', *DIGITS, '--epochs', '2', '--resume',
-                                   '{folder}/resnet8_last.pth'], "another architecture"),
+                                   '{folder}/resnet8_last.pth'],
+                                  'does not fit resnet20 (it looks like resnet8); pass the architecture it was trained '
+                                  'with'),
     'resume missing file': (['--model', 'resnet8', *DIGITS, '--trial', '5', '--resume', '{root}/nope.pth'],
                             'does not exist'),
 }
