@@ -13,7 +13,7 @@ from distiller_zoo.FCFD import candidate_paths, fcfd_l2
 from distiller_zoo.ITRD import ITLoss, itrd_correlation, itrd_mutual
 from helper.errors import KDZooError
 
-from conftest import numeric_grad
+from conftest import first_digits, numeric_grad
 from reference import parse
 from test_pack import assert_same_runs, random_teacher, single_runs
 
@@ -397,7 +397,8 @@ def test_fcfd_pairs_it_cannot_serve_are_refused(model_t, model_s, flags, message
 # ---------------------------------------------------------------------------------------------- pack
 
 @pytest.mark.slow
-def test_pack_equals_the_single_runs(tmp_path):
+def test_pack_equals_the_single_runs(tmp_path, monkeypatch):
+    first_digits(monkeypatch, 192, 64)  # runs compared with each other: a part of the digits does
     teacher = random_teacher(tmp_path / 'teacher', 'resnet20', 10)
     common = ['--path_t', teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic', '--print_freq', '5']
     train_student.main([*common, '--model_s', 'resnet8', '--distill', 'itrd:lambda_mutual=0.05,fcfd',

@@ -18,6 +18,8 @@ from distiller_zoo.logit_stand import standardize
 from helper.errors import KDZooError
 from models import model_dict
 
+from conftest import first_digits
+
 
 # ---- float64 transcriptions of the official code ---------------------------------------------------------
 
@@ -370,6 +372,7 @@ def digits_teacher(tmp_path_factory):
 
 @pytest.mark.slow
 def test_an_interrupted_ctkd_run_resumes_its_temperature_exactly(digits_teacher, tmp_path, monkeypatch):
+    first_digits(monkeypatch, 192, 64)  # runs compared with each other: a part of the digits does
     from engine.loop import Trainer
     common = ['--path_t', digits_teacher, '--dataset', 'digits', '--distill', 'ctkd', '--model_s', 'resnet8',
               '--deterministic', '--epochs', '3', '--decay_loops', '2']
@@ -402,7 +405,8 @@ def test_an_interrupted_ctkd_run_resumes_its_temperature_exactly(digits_teacher,
 
 
 @pytest.mark.slow
-def test_a_pack_of_kd_kd_with_ls_and_ctkd_equals_the_single_runs(digits_teacher, tmp_path):
+def test_a_pack_of_kd_kd_with_ls_and_ctkd_equals_the_single_runs(digits_teacher, tmp_path, monkeypatch):
+    first_digits(monkeypatch, 192, 64)  # runs compared with each other: a part of the digits does
     from test_pack import assert_same_runs, single_runs
     common = ['--path_t', digits_teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic',
               '--print_freq', '5']
