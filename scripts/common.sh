@@ -202,3 +202,9 @@ flush_packs() {
         _flush_pack "$key"
     done
 }
+
+# in_list <word> <list>: whether the word is one of the list's (a table script's pairs that run a row)
+in_list() {
+    # shellcheck disable=SC2086
+    [[ " $(echo $2) " == *" $1 "* ]]
+}

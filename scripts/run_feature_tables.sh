@@ -39,11 +39,6 @@ declare -A SPEC=(
     [sdd_kd]="sdd_kd" [sdd_dkd]="sdd_dkd" [sdd_nkd]="sdd_nkd"
 )
 
-in_list() {  # in_list <word> <list>
-    # shellcheck disable=SC2086
-    [[ " $(echo $2) " == *" $1 "* ]]
-}
-
 for pair in $PAIRS; do
     t=${pair%%:*}; s=${pair##*:}
     for row in $METHODS; do

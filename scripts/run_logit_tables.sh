@@ -43,11 +43,6 @@ declare -A SPEC=(
     [rld]="rld"
 )
 
-in_list() {  # in_list <word> <list>
-    # shellcheck disable=SC2086
-    [[ " $(echo $2) " == *" $1 "* ]]
-}
-
 for pair in $PAIRS; do
     t=${pair%%:*}; s=${pair##*:}
     for row in $METHODS; do
