@@ -90,6 +90,7 @@ class CTKD(LogitStand, Distiller):
     lambda from 0 to -1 by a cosine over 10 epochs (ImageNet 5). The values used are written back into args.
     """
     default_weights = (0.1, 0.9, 0.0)
+    imagenet_weights = (1.0, 1.0, 0.0)
     ls_temperatures, ls_weights = ('kd_T',), ('alpha',)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
@@ -117,11 +118,6 @@ class CTKD(LogitStand, Distiller):
                            help="the curriculum's last lambda (-1; negative reverses the temperature's gradient)")
         group.add_argument('--decay_loops', type=float, default=None,
                            help='epochs over which lambda goes from --decay_max to --decay_min (10; ImageNet 5)')
-
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return (1.0, 1.0, 0.0) if args.dataset == 'imagenet' else cls.default_weights
 
     @staticmethod
     def settings(args):

@@ -70,6 +70,7 @@ class ICKD(Distiller):
     --ickd_reduction batch (ImageNet batch_squared)."""
     needs_feats = True
     default_weights = (1.0, 0.0, 2.5)
+    imagenet_weights = (0.5, 0.5, 500.0)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
@@ -86,11 +87,6 @@ class ICKD(Distiller):
         group.add_argument('--ickd_reduction', choices=tuple(REDUCTIONS), default=None,
                            help='divide the summed squared Gram difference by C*B (batch, the CIFAR-100 code) or '
                                 "C*B^2 (batch_squared, torchdistill's ChSimLoss; the ImageNet default)")
-
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return (0.5, 0.5, 500.0) if args.dataset == 'imagenet' else cls.default_weights
 
     @staticmethod
     def settings(args):

@@ -140,6 +140,7 @@ class MLKDNoAug(LogitStand, Distiller):
     which weighs all three terms) and --base-temp the base temperature; the LS README's MLKD runs use 2 and 6 for
     resnet32x4 -> ShuffleV2, vgg13 -> vgg8 and vgg13 -> MobileNetV2, 2 and 9 elsewhere."""
     default_weights = (0.1, 0.0, 0.9)
+    imagenet_weights = (0.5, 0.0, 0.5)
     ls_temperatures, ls_weights = ('mlkd_T',), ('beta',)
     ls_published = {pair: {'base_temp': 2.0, 'kd_weight': 6.0}
                     for pair in (('resnet32x4', 'ShuffleV2'), ('vgg13', 'vgg8'), ('vgg13', 'MobileNetV2'))}
@@ -162,11 +163,6 @@ class MLKDNoAug(LogitStand, Distiller):
                            help="the paper's form: no confidence masks, each view's instance, batch and class terms "
                                 "on its own logits (default: the official code's masked fractions, strong-view KD at "
                                 "T 2 and 6 on the weak logits, no strong-view batch and class terms)")
-
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return (0.5, 0.0, 0.5) if args.dataset == 'imagenet' else cls.default_weights
 
     @staticmethod
     def settings(args):

@@ -77,6 +77,7 @@ class OFD(Distiller):
     needs_feats = True
     preact = True
     default_weights = (1.0, 0.0, 0.001)
+    imagenet_weights = (1.0, 0.0, 1e-4)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
@@ -91,10 +92,6 @@ class OFD(Distiller):
         self.connectors = ConnectorConvBN([f.shape[1] for f in maps_s], [f.shape[1] for f in maps_t])
         for i, bn in enumerate(bns):
             self.register_buffer(f'margin{i}', ofd_margin(bn).view(1, -1, 1, 1), persistent=False)
-
-    @classmethod
-    def defaults_for(cls, args):
-        return (1.0, 0.0, 1e-4) if args.dataset == 'imagenet' else cls.default_weights
 
     def method_loss(self, out_s, out_t, batch, epoch):
         maps_s = self.connectors(out_s.feats[1:-1][-self.stages:])

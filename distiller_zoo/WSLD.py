@@ -46,6 +46,7 @@ class WSLD(Distiller):
     """gamma * CE + alpha * KD + beta * WSLD(--wsld_T); defaults CE 1, -b 2.25 and T 4 on CIFAR-100 (cls_KD's
     CIFAR config), -b 2.5 and T 2 on ImageNet (cls_KD's ImageNet configs, the authors' code)."""
     default_weights = (1.0, 0.0, 2.25)
+    imagenet_weights = (1.0, 0.0, 2.5)
 
     def __init__(self, args, student, teacher, probe_s, probe_t, data):
         super().__init__(args, student, teacher, probe_s, probe_t, data)
@@ -57,11 +58,6 @@ class WSLD(Distiller):
         group.add_argument('--wsld_T', type=float, default=None,
                            help="WSLD temperature (4, yzd-v/cls_KD's CIFAR-100 config; ImageNet 2, its ImageNet "
                                 "configs and the authors' code); -b is WSLD's alpha (2.25; ImageNet 2.5)")
-
-    @classmethod
-    def defaults_for(cls, args):
-        cls.settings(args)
-        return (1.0, 0.0, 2.5 if args.dataset == 'imagenet' else 2.25)
 
     @staticmethod
     def settings(args):

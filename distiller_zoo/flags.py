@@ -21,11 +21,13 @@ class MethodFlags:
 
       default_weights  (gamma, alpha, beta) used when -r/-a/-b are not given: the weights of the
                        script that produced the method's published numbers
+      imagenet_weights the same on ImageNet where its recipe weighs them otherwise (None: default_weights)
       reads_flags      flags the method reads that neither its add_arguments nor its bases' add (--kd_T,
                        --init_epochs, another method's flags such as CRD's for CC and NORM+CRD); collected
                        over the bases too (``flag_dests``)
     """
     default_weights = (1.0, 0.0, 0.0)
+    imagenet_weights = None
     reads_flags = ('kd_T',)
 
     @classmethod
@@ -50,6 +52,8 @@ class MethodFlags:
         """(gamma, alpha, beta) for -r/-a/-b not given; may depend on the pair (DKD's per-pair beta).
         Also settles the method's own flags (``settings``) before anything is built."""
         cls.settings(args)
+        if args.dataset == 'imagenet' and cls.imagenet_weights is not None:
+            return cls.imagenet_weights
         return cls.default_weights
 
     @classmethod
