@@ -24,7 +24,8 @@ Why a member's result is its single run's, bit for bit on the CPU with --determi
   the teacher, and its state is swapped in around everything it does (dropout, CRD's sampling).
 
 A member whose loss goes non-finite stops (its metrics.json says so) and the others go on; the pack
-then exits with one line naming it. --resume auto resumes every member from its own checkpoint.
+then exits with one line naming it. --resume auto resumes every member from its own checkpoint, once that
+checkpoint is found to fit the member (as a single run's --resume: models.weights.check_resume_fits).
 """
 import contextlib
 import dataclasses
@@ -47,6 +48,7 @@ from helper.errors import DiskFullError, KDZooError, NonFiniteLossError
 from helper.provenance import RunRecord
 from helper.run_files import refuse_finished
 from helper.runtime import autocast, memory_format
+from models.weights import check_resume_fits
 
 # ---- what the members share ---------------------------------------------------------------------------
 class SharedTeacher:
@@ -183,6 +185,9 @@ def train_pack(pack):
     after_teacher = RandomState(device)  # a single run's global random state once the teacher is built
     for m in todo:
         build_member(m, data, union, after_teacher, shared, device, precision)
+        if m.resume_path:  # a checkpoint of another network or method: one line before any folder is made
+            with m.errors_named():
+                check_resume_fits(m.objective, m.resume_path, m.files.model_name)
         print(f"[{m.label}] student {m.args.model_s} ({count_parameters(m.objective.model) / 1e6:.2f}M "
               f"parameters) by {m.args.distill}; {m.args.weights_note}; {m.args.lr_note}"
               f"{'; ' + schedule_note(m.args) if schedule_note(m.args) else ''}")

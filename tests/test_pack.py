@@ -209,7 +209,8 @@ def test_member_loader_shows_a_member_only_what_it_asked_for():
 # ---- robust ---------------------------------------------------------------------------------------
 def test_resume_auto_resumes_every_member_from_where_it_stopped(cifar, tmp_path, monkeypatch):
     """Interrupted after kd's epoch-1 save (crd has nothing: it starts afresh), then after kd's epoch-2
-    save (kd is done and skipped, crd resumes from epoch 1): the same weights as the uninterrupted pack."""
+    save (kd is done and skipped, crd resumes from epoch 1): the same weights as the uninterrupted pack. A
+    member whose checkpoint does not fit it stops the resume before anything is written."""
     data, teacher = cifar
     argv = ['--path_t', teacher, '--data_folder', data, '--batch_size', '32', '--epochs', '2', '--deterministic',
             '--precision', 'fp32', '--skip-validation', '--nce_k', '16', '--model_s', 'resnet8', '--distill', 'kd,crd']
@@ -246,6 +247,25 @@ def test_resume_auto_resumes_every_member_from_where_it_stopped(cifar, tmp_path,
         same_value(last[0]['kdzoo']['objective'], last[1]['kdzoo']['objective'], run)  # CRD's memory banks
     with pytest.raises(KDZooError, match='every member of the pack already finished'):
         train_student.main([*argv, *parted, '--resume', 'auto'])
+
+    # A member whose checkpoint is another method's (kd's replaced by crd's) is refused as a single run's
+    # --resume is: one line naming the member, before any file is written.
+    whole = {run.split('_')[3]: tmp_path / 'whole' / 'students' / 'models' / run / 'resnet8_last.pth'
+             for run in runs(tmp_path / 'whole')}
+    whole['kd'].write_bytes(whole['crd'].read_bytes())
+    before = folder_listing(tmp_path / 'whole')
+    with pytest.raises(KDZooError) as err:
+        train_student.main([*argv, '--epochs', '3', '--save_root', str(tmp_path / 'whole'), '--resume', 'auto'])
+    message = str(err.value)
+    assert message.startswith("pack member 'resnet8 kd': --resume checkpoint '") and '\n' not in message
+    assert 'was written by a different method or settings' in message
+    assert folder_listing(tmp_path / 'whole') == before
+
+
+def folder_listing(root):
+    """{path: modification time} of every file and folder under ``root``."""
+    return {os.path.join(top, name): os.stat(os.path.join(top, name)).st_mtime_ns
+            for top, folders, files in os.walk(root) for name in folders + files}
 
 
 def test_a_member_with_a_non_finite_loss_stops_and_the_others_go_on(cifar, tmp_path):
