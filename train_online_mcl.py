@@ -10,7 +10,8 @@ The L-MCL repo's flags (--arch, --number-net, --init-lr, --lr-type, --batch-size
 128 of 2 images per class, Nesterov SGD, cosine lr from 0.1, weight decay 5e-4) work, beside the shared
 flags of train_teacher.py. ``--arch one_<zoo model>`` trains ONE with the official cifar_one.py's recipe
 (300 epochs, batch 128, lr 0.1 x0.1 after epochs 151 and 225, SGD momentum 0.9, weight decay 1e-4; on
-ImageNet the ImageNet recipe of train_teacher.py), --num-branches 3, --consistency_rampup 80, --kd_T 3.
+ImageNet the ImageNet recipe of train_teacher.py), --num-branches 3, --consistency_rampup 80 (scaled by
+--epochs / 300 when not given, unless --no_recipe_scaling), --kd_T 3.
 
 Each method is one file of online/, registered by name (the contract: online/base.py); the flags select one
 (online.method_name) and this script runs it, whichever it is, through the shared loop (engine/online.py).

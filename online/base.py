@@ -11,10 +11,12 @@ contract, shaped as a ``Distiller``'s (distiller_zoo/base.py):
    line), the L-MCL repo's spellings of the schedule (``--lr-type``, ``--milestones``), the method's
    ``recipe`` for the shared flags left unset, its own checks (``check``), the optimiser it declares
    (``nesterov``, recorded in ``args.nesterov`` so that metrics.json says what ran), then the shared checks
-   (``resolve``: the script's engine.args.resolve_common_args) and the sentence ``args.lr_note``. Nothing
-   writes into ``args`` afterwards: constructors and hooks only read it. Flags of a method's own come from its
-   ``add_arguments`` (asked once per class that defines it, so MCL shares L-MCL's); every method's flags are
-   on the parser, so a flag name must not clash with another method's.
+   (``resolve``: the script's engine.args.resolve_common_args), the epoch constants the method pins to its
+   reference recipe (``pinned``: ONE's ramp-up) scaled to --epochs (distiller_zoo/recipe.py; the announce
+   line says what was scaled) and the sentence ``args.lr_note``. Nothing writes into ``args`` afterwards:
+   constructors and hooks only read it (``scheduled(args, name)`` is a pinned flag's value in use). Flags of
+   a method's own come from its ``add_arguments`` (asked once per class that defines it, so MCL shares
+   L-MCL's); every method's flags are on the parser, so a flag name must not clash with another method's.
 2. ``build(args, num_classes)`` builds the trained network (``build_network``) and the method around it.
    ``self.model`` is what the checkpoints save under ``model`` (L-MCL's peer set, ONE's multi-branch network,
    the plain network); ``trainable_modules()`` is what the run's optimiser updates: the model and the
@@ -46,6 +48,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from distiller_zoo.recipe import pin, schedule_note, settle_schedule
 from helper.checkpoint import restore_resume_state
 from helper.logger import RunLogger
 from helper.registry import Registry
@@ -83,12 +86,16 @@ class OnlineMethod(nn.Module):
     Class attributes:
       recipe    defaults of the shared flags left unset (epochs, batch size, lr and its schedule, weight
                 decay) on the 32x32 data sets; on ImageNet the shared ImageNet recipe fills them
+      pinned    {dest: (default, reference epochs)}: the method's own flags, parsed as None, whose default is
+                an epoch count of a recipe of that length (ONE's ramp-up); left unset, the default is pinned
+                to it and scaled to --epochs (distiller_zoo/recipe.py)
       nesterov  True: SGD with Nesterov momentum whatever --nesterov says (the L-MCL repo's optimiser);
                 False: as --nesterov says
       logger_class  the run's logger (helper.logger.RunLogger, or a subclass with the method's own lines)
     """
     name = None
     recipe = {}
+    pinned = {}
     nesterov = False
     logger_class = RunLogger
 
@@ -124,14 +131,27 @@ class OnlineMethod(nn.Module):
         for key, value in {'lr_decay': 'step', **recipe}.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
+        cls.fill_pinned(args)
         cls.check(args)
         if cls.nesterov:
             args.nesterov = True
         args = resolve(args, args.peers[0])
+        settle_schedule(args)  # the epoch constants the method pinned (ONE's ramp-up), scaled to --epochs
         args.lr_note = (f"lr {args.learning_rate} ({'cosine' if args.lr_decay == 'cos' else 'step'} decay), "
                         f"{'Nesterov ' if args.nesterov else ''}SGD momentum {args.momentum}, weight decay "
                         f"{args.weight_decay}, batch {args.batch_size}")
         return args
+
+    @classmethod
+    def fill_pinned(cls, args):
+        """Fill every method's pinned flag left unset with its default, and pin this method's own. Other
+        methods' flags are filled too so that their runs record the values they always recorded."""
+        for klass in dict.fromkeys(ONLINE_METHODS.values()):
+            for dest, (default, reference) in klass.pinned.items():
+                if getattr(args, dest) is None:
+                    setattr(args, dest, default)
+                    if issubclass(cls, klass):
+                        pin(args, dest, reference=reference)
 
     # ---- networks, modules, optimiser -----------------------------------------------------------
     @classmethod
@@ -207,9 +227,10 @@ class OnlineMethod(nn.Module):
 
     def announce(self, args, data, device, precision, seed):
         """The line printed before training: method, networks, data, device, recipe, seed."""
+        scaled = schedule_note(args)
         return (f"{self.name} {args.arch}: {self.networks_note(args)}; {args.dataset} ({data.num_train} training "
                 f"images, {len(data.train)} steps per epoch); {device.type}, {precision}; {args.lr_note}; "
-                f"{self.settings_note(args)}seed {seed}")
+                f"{self.settings_note(args)}seed {seed}{'; ' + scaled if scaled else ''}")
 
     def networks_note(self, args):
         return f"{' & '.join(args.peers)} ({', '.join(millions(m) for m in self.deployed())} parameters deployed)"
@@ -246,6 +267,11 @@ def add_online_arguments(parser):
                        help='= --lr_decay_epochs (150 225; ONE 151 225)')
     spell.add_argument('--manual_seed', dest='seed', type=int, help='= --seed')
     spell.add_argument('--gpu-id', dest='gpu_id', help='= --gpu_id')
+    parser.add_argument_group('epoch constants').add_argument(
+        '--no_recipe_scaling', action='store_true',
+        help="keep the epoch constants that online methods pin to their reference recipe: ONE's "
+             "--consistency_rampup 80 of its 300 epochs (on every data set). Without it a run of other --epochs "
+             "gets them, when not given, scaled by epochs / reference, rounded half up (at least 1)")
 
     net = parser.add_argument_group('networks')
     net.add_argument('--arch', default='lmcl_resnet32_cifar',

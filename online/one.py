@@ -15,10 +15,14 @@ gate-weighted sum of the branch logits. The branches start before the last stage
 Per step: cross-entropy on every branch and on the gate's ensemble, plus w(epoch) times the sum over the
 branches of T^2 KL(ensemble || branch) at T = 3, the ensemble's distribution detached (it is the teacher).
 w is the official sigmoid ramp-up, exp(-5 (1 - e / R)^2) for the 0-based epoch e < R, then 1, with
-R = ``--consistency_rampup`` 80. As the official ``KLLoss``, 1e-7 is added to the teacher's probabilities
-(the target is then not renormalised). Validation scores every branch and the ensemble (ONE-E); branch 0,
-the plain zoo network, is the deployed one (the official best_acc is its accuracy too) and is exported
-after every epoch as a plain zoo checkpoint.
+R = ``--consistency_rampup``: the official 80 epochs, written for the official 300-epoch recipe. When not
+typed it is pinned to that recipe (distiller_zoo/recipe.py), so a run of other --epochs ramps over the same
+share of its length, round(80 * epochs / 300) (at least 1; ``--no_recipe_scaling`` keeps 80). The official
+code has no ImageNet recipe, so ImageNet runs are scaled from the same 300 epochs (the 120-epoch ImageNet
+recipe ramps over 32 epochs, ending before its second lr step, rather than over 80 of 120). As the
+official ``KLLoss``, 1e-7 is added to the teacher's probabilities (the target is then not renormalised).
+Validation scores every branch and the ensemble (ONE-E); branch 0, the plain zoo network, is the deployed
+one (the official best_acc is its accuracy too) and is exported after every epoch as a plain zoo checkpoint.
 """
 import math
 import os
@@ -27,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distiller_zoo.recipe import scheduled
 from helper import distributed
 from helper.checkpoint import atomic_save
 from helper.errors import KDZooError
@@ -48,6 +53,8 @@ ONE_ALIASES = {'one_resnet110': 'resnet110_bottleneck'}
 ONE_RECIPE = dict(epochs=300, batch_size=128, learning_rate=0.1, weight_decay=1e-4, lr_decay='step',
                   lr_decay_epochs='151,225')
 ONE_T = 3.0  # the official KLLoss hard-codes T = 3
+# The official --consistency_rampup, epochs of ONE_RECIPE's 300 (the reference it is scaled from on every data set).
+ONE_RAMPUP = 80
 TARGET_EPS = 1e-7  # added to the teacher's probabilities by the official KLLoss
 
 
@@ -143,6 +150,7 @@ class ONENet(nn.Module):
 class ONE(OnlineMethod):
     """The ONE network (``model``: backbone = branch 0, further branches, gate) trained by the ONE loss."""
     recipe = ONE_RECIPE
+    pinned = {'consistency_rampup': (ONE_RAMPUP, ONE_RECIPE['epochs'])}  # on ImageNet too: see the module text
     nesterov = False  # the official SGD has plain momentum (--nesterov still asks for Nesterov)
 
     @classmethod
@@ -151,7 +159,9 @@ class ONE(OnlineMethod):
         one.add_argument('--num-branches', '--num_branches', dest='num_branches', type=int, default=3,
                          help='branches sharing the low layers (their gated sum is the teacher)')
         one.add_argument('--consistency_rampup', '--consistency-rampup', dest='consistency_rampup', type=float,
-                         default=80, help='epochs of the sigmoid ramp-up of the KD term')
+                         default=None, help=f'epochs of the sigmoid ramp-up of the KD term ({ONE_RAMPUP} of the '
+                         f'official {ONE_RECIPE["epochs"]}; not given, scaled by --epochs / {ONE_RECIPE["epochs"]} '
+                         f'on every data set unless --no_recipe_scaling)')
         one.add_argument('--branch-stages', '--branch_stages', dest='branch_stages', type=int, default=None,
                          help='last stages each branch owns (1 on CIFAR nets, 2 on ImageNet ResNets)')
 
@@ -179,7 +189,7 @@ class ONE(OnlineMethod):
     def __init__(self, network, args):
         super().__init__(network, args)
         self.temperature = args.kd_T
-        self.rampup = args.consistency_rampup
+        self.rampup = scheduled(args, 'consistency_rampup')  # scaled to --epochs unless typed
 
     def deployed(self):
         return [self.model.backbone]
@@ -248,7 +258,7 @@ class ONE(OnlineMethod):
                 f"({millions(self.model.backbone)} parameters deployed, {millions(self.model)} trained)")
 
     def settings_note(self, args):
-        return f"T {args.kd_T:g}, ramp-up {args.consistency_rampup:g} epochs; "
+        return f"T {args.kd_T:g}, ramp-up {self.rampup:g} epochs; "
 
     def summary(self, args, files, state):
         last, history = state['history'][-1], state['history']

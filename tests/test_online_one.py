@@ -15,6 +15,7 @@ import train_online_mcl
 import train_student
 from helper.errors import KDZooError
 from models import imagenet_model_dict, model_dict
+from distiller_zoo.recipe import schedule_note
 from online.one import ONE as ONEObjective, ONENet, one_kl, sigmoid_rampup
 from tools import eval as eval_tool
 
@@ -139,6 +140,62 @@ def test_official_recipe_defaults_and_spellings():
         (120, 256, [30, 60, 90], 1e-4, 'step')
 
 
+def one_args(*argv, dataset='cifar100'):
+    return train_online_mcl.parse_args(['--arch', 'one_resnet8', '--dataset', dataset, *argv])
+
+
+@pytest.mark.parametrize('epochs, rampup', [(1, 1), (2, 1), (12, 3), (21, 6), (50, 13), (150, 40), (240, 64),
+                                            (600, 160)])
+def test_the_ramp_up_is_scaled_to_the_epochs_when_not_typed(epochs, rampup):
+    """80 of ONE's 300 epochs: round(80 * epochs / 300) half up, at least 1 (21: 5.6 -> 6; 50: 13.3 -> 13)."""
+    args = one_args('--epochs', str(epochs))
+    assert args.consistency_rampup == 80 and args.recipe_schedule == {'consistency_rampup': rampup}
+    assert schedule_note(args) == (f"schedules scaled to {epochs} of 300 epochs: consistency_rampup 80 -> {rampup} "
+                                   f"(--no_recipe_scaling keeps them)")
+    assert ONEObjective(ONENet('resnet8', 10, 'digits', 3), args).rampup == rampup
+
+
+def test_the_ramp_up_is_kept_when_typed_at_300_epochs_and_with_no_recipe_scaling():
+    for argv in (['--epochs', '12', '--consistency_rampup', '80'], ['--epochs', '12', '--no_recipe_scaling'], []):
+        args = one_args(*argv)
+        assert args.recipe_schedule == {} and schedule_note(args) == '', argv
+        assert ONEObjective(ONENet('resnet8', 10, 'digits', 3), args).rampup == 80, argv
+    assert one_args('--epochs', '12', '--consistency_rampup', '5').recipe_schedule == {}
+    # ImageNet has no official ONE recipe: the 300-epoch one is the reference there too (120 epochs: 32)
+    assert train_online_mcl.parse_args(['--arch', 'one_ResNet18', '--dataset', 'imagenet']).recipe_schedule == \
+        {'consistency_rampup': 32}
+    # the other online methods pin nothing and record the flag as they always did
+    for argv in (['--arch', 'lmcl_resnet32_cifar'], ['--baseline', '--arch', 'resnet8'],
+                 ['--uskd', '--arch', 'resnet8']):
+        args = train_online_mcl.parse_args([*argv, '--epochs', '12'])
+        assert args.recipe_schedule == {} and args.consistency_rampup == 80, argv
+
+
+def test_a_short_run_uses_the_scaled_ramp_up_in_its_step():
+    """12 epochs ramp over 3: epoch 3 (0-based 2) weighs exp(-5 (1/3)^2), epoch 4 the full KD term, where the
+    unscaled 80-epoch ramp-up would still weigh exp(-5 (78/80)^2) and exp(-5 (77/80)^2)."""
+    torch.manual_seed(3)
+    batch = type('Batch', (), dict(images=torch.randn(4, 3, 32, 32), targets=torch.tensor([0, 1, 2, 3])))
+    weights = {}
+    for argv in (['--epochs', '12'], ['--epochs', '12', '--no_recipe_scaling']):
+        objective = ONEObjective(ONENet('resnet8', 10, 'digits', 3), one_args(*argv)).eval()
+        with torch.no_grad():
+            logits, ensemble = objective.model(batch.images)
+            full = sum(one_kl(branch, ensemble) for branch in logits).item()
+            weights[len(argv)] = [objective.step(batch, epoch).losses['kd'].item() / full for epoch in (3, 4)]
+    assert weights[2] == pytest.approx([math.exp(-5 / 9), 1.0], rel=1e-5)
+    assert weights[3] == pytest.approx([math.exp(-5 * (78 / 80) ** 2), math.exp(-5 * (77 / 80) ** 2)], rel=1e-5)
+    assert sigmoid_rampup(2, 3) == pytest.approx(math.exp(-5 / 9)) and sigmoid_rampup(3, 3) == 1.0
+
+
+def test_help_says_the_ramp_up_is_scaled(capsys):
+    with pytest.raises(SystemExit):
+        train_online_mcl.parse_args(['--help'])
+    out = ' '.join(capsys.readouterr().out.split())
+    assert '--no_recipe_scaling' in out and "ONE's --consistency_rampup 80 of its 300 epochs" in out
+    assert 'scaled by --epochs / 300' in out
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--arch', 'one_resnet33'], r"unknown model 'resnet33' for --arch \(after one_\); did you mean"),
     (['--arch', 'one_vgg8'], 'ONE has no branches for VGG'),
@@ -167,7 +224,13 @@ def test_run_writes_files_exports_branch0_and_resumes_exactly(tmp_path, small_di
             'val_ensemble_top1'} <= set(record)
     assert record['val_top1'] == record['val_branch0_top1']  # branch 0 is the deployed network
     folder = tmp_path / 'whole' / 'online' / 'models' / 'one_resnet8_x3_one_digits_trial_0'
-    assert json.load(open(folder / 'metrics.json'))['status'] == 'finished'
+    metrics = json.load(open(folder / 'metrics.json'))
+    assert metrics['status'] == 'finished'
+    # two epochs of ONE's 300 ramp up over one: recorded as the run's setting, said on the announce line
+    assert metrics['run']['settings']['schedule'] == {'consistency_rampup': 1}
+    assert metrics['run']['settings']['consistency_rampup'] == 80
+    assert 'ramp-up 1 epochs; seed 12345; schedules scaled to 2 of 300 epochs: consistency_rampup 80 -> 1' in \
+        (folder / 'log.txt').read_text()
     branch = folder / 'resnet8_branch0' / 'resnet8_branch0_last.pth'
     saved = torch.load(branch, weights_only=True)
     model_dict['resnet8'](num_classes=10).load_state_dict(saved['model'], strict=True)
