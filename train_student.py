@@ -17,7 +17,7 @@ import sys
 
 from distiller_zoo import DISTILLERS
 from distiller_zoo.flags import add_loss_weights, add_method_arguments, settle
-from distiller_zoo.recipe import add_recipe_scaling_argument, schedule_note, settle_schedule
+from helper.recipe import add_recipe_scaling_argument, schedule_note, settle_schedule
 from distiller_zoo.registry import method_name
 from engine.args import parser_for, resolve_common_args
 from engine.launch import launch

@@ -23,7 +23,7 @@ from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
 from .logit_stand import LogitStand
-from .recipe import scheduled
+from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['dkd_parts', 'dkd_loss', 'DKD']

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from .base import Distiller, kd_loss
 from .flags import add_ramp_arguments, settle_ramp
-from .recipe import scheduled
+from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['mkl_loss', 'parse_factors', 'MKL']

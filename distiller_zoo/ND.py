@@ -52,7 +52,7 @@ from .DIST import DISTDistiller
 from .DKD import DKD
 from .KD import KD
 from .ReviewKD import ReviewKD
-from .recipe import pin, scheduled, unpin
+from helper.recipe import pin, scheduled, unpin
 from .registry import register
 
 __all__ = ['nd_loss', 'EmbTrans', 'class_centers', 'compute_centers', 'teacher_fingerprint',

@@ -14,7 +14,7 @@ Paper vs code (OSVAI/NORM; the code wins):
   * NORM's loop runs epochs 0..240 with the lr decayed when epoch > 150, 180, 210. Our epochs are
     1-based and get NORM's multiplier and lr for the same epoch number: only NORM's extra first epoch
     (its epoch 0: w = 0.1, initial lr) is not run. The multiplier's steps are pinned to NORM's recipe
-    (240 epochs; ImageNet 100): a run of other --epochs gets them scaled (distiller_zoo/recipe.py), e.g.
+    (240 epochs; ImageNet 100): a run of other --epochs gets them scaled (helper/recipe.py), e.g.
     1, 1, 9, 11 in 12 epochs; ``--no_recipe_scaling`` keeps them.
 Where this file differs from the code:
   * the FT always sits on the map that is pooled (so it folds into the classifier). That is NORM's
@@ -34,7 +34,7 @@ from models.features import run_network
 from models.registry import build_model
 from .CRD import ContrastiveTerm
 from .base import Distiller
-from .recipe import pin, scheduled
+from helper.recipe import pin, scheduled
 from .registry import register
 from .teacher import TeacherRequest
 

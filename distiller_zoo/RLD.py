@@ -30,7 +30,7 @@ from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
 from .logit_stand import LogitStand, standardize
-from .recipe import scheduled
+from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['rld_parts', 'rld_loss', 'RLD']

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from helper.precision import at_least_fp32
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
-from .recipe import scheduled
+from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['ABF', 'hcl_loss', 'ReviewKD']

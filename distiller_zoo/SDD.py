@@ -44,7 +44,7 @@ from .DKD import DKD, dkd_loss, dkd_parts
 from .NKD import nkd_loss, nkd_parts
 from .base import Distiller, kd_loss
 from .flags import add_ramp_arguments, settle_ramp
-from .recipe import scheduled
+from helper.recipe import scheduled
 from .registry import register
 from .teacher import Borrowed, TeacherRequest
 

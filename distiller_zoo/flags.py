@@ -9,7 +9,7 @@ checks them once, right after parsing; constructors only read them.
 from helper.errors import KDZooError
 from . import logit_stand
 from .add import add_add_argument, settle_add
-from .recipe import pin
+from helper.recipe import pin
 from .registry import DISTILLERS
 from .two_stage import TwoStage
 
@@ -97,7 +97,7 @@ def add_ramp_arguments(group, method, term, temperature=True):
 def settle_ramp(args, method, temperature=True):
     """Fill ``--<method>_T`` (4; ImageNet 1) and ``--<method>_warmup`` (20; ImageNet 1), mdistiller's values, when
     not given, and refuse a temperature that is not positive or a negative warm-up. A warm-up filled here is
-    pinned to the reference recipe (distiller_zoo/recipe.py): a run of other --epochs scales it."""
+    pinned to the reference recipe (helper/recipe.py): a run of other --epochs scales it."""
     imagenet = args.dataset == 'imagenet'
     defaults = {f'{method}_warmup': 1 if imagenet else 20}
     if temperature:

@@ -35,7 +35,7 @@ import random
 import numpy as np
 import torch
 
-from distiller_zoo.recipe import schedule_note
+from helper.recipe import schedule_note
 from distiller_zoo.teacher import run_teacher, served_output, shared_passes
 from engine.pack_args import shared_data_options
 from engine.run import RunContext, main_stage_trainer, open_logger

@@ -12,7 +12,7 @@ contract, shaped as a ``Distiller``'s (distiller_zoo/base.py):
    ``recipe`` for the shared flags left unset, its own checks (``check``), the optimiser it declares
    (``nesterov``, recorded in ``args.nesterov`` so that metrics.json says what ran), then the shared checks
    (``resolve``: the script's engine.args.resolve_common_args), the epoch constants the method pins to its
-   reference recipe (``pinned``: ONE's ramp-up) scaled to --epochs (distiller_zoo/recipe.py; the announce
+   reference recipe (``pinned``: ONE's ramp-up) scaled to --epochs (helper/recipe.py; the announce
    line says what was scaled) and the sentence ``args.lr_note``. Nothing writes into ``args`` afterwards:
    constructors and hooks only read it (``scheduled(args, name)`` is a pinned flag's value in use). Flags of
    a method's own come from its ``add_arguments`` (asked once per class that defines it, so MCL shares
@@ -48,7 +48,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from distiller_zoo.recipe import pin, schedule_note, settle_schedule
+from helper.recipe import pin, schedule_note, settle_schedule
 from helper.checkpoint import restore_resume_state
 from helper.logger import RunLogger
 from helper.registry import Registry
@@ -88,7 +88,7 @@ class OnlineMethod(nn.Module):
                 decay) on the 32x32 data sets; on ImageNet the shared ImageNet recipe fills them
       pinned    {dest: (default, reference epochs)}: the method's own flags, parsed as None, whose default is
                 an epoch count of a recipe of that length (ONE's ramp-up); left unset, the default is pinned
-                to it and scaled to --epochs (distiller_zoo/recipe.py)
+                to it and scaled to --epochs (helper/recipe.py)
       nesterov  True: SGD with Nesterov momentum whatever --nesterov says (the L-MCL repo's optimiser);
                 False: as --nesterov says
       logger_class  the run's logger (helper.logger.RunLogger, or a subclass with the method's own lines)

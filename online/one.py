@@ -16,7 +16,7 @@ Per step: cross-entropy on every branch and on the gate's ensemble, plus w(epoch
 branches of T^2 KL(ensemble || branch) at T = 3, the ensemble's distribution detached (it is the teacher).
 w is the official sigmoid ramp-up, exp(-5 (1 - e / R)^2) for the 0-based epoch e < R, then 1, with
 R = ``--consistency_rampup``: the official 80 epochs, written for the official 300-epoch recipe. When not
-typed it is pinned to that recipe (distiller_zoo/recipe.py), so a run of other --epochs ramps over the same
+typed it is pinned to that recipe (helper/recipe.py), so a run of other --epochs ramps over the same
 share of its length, round(80 * epochs / 300) (at least 1; ``--no_recipe_scaling`` keeps 80). The official
 code has no ImageNet recipe, so ImageNet runs are scaled from the same 300 epochs (the 120-epoch ImageNet
 recipe ramps over 32 epochs, ending before its second lr step, rather than over 80 of 120). As the
@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distiller_zoo.recipe import scheduled
+from helper.recipe import scheduled
 from helper import distributed
 from helper.checkpoint import atomic_save
 from helper.errors import KDZooError

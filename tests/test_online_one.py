@@ -15,7 +15,7 @@ import train_online_mcl
 import train_student
 from helper.errors import KDZooError
 from models import imagenet_model_dict, model_dict
-from distiller_zoo.recipe import schedule_note
+from helper.recipe import schedule_note
 from online.one import ONE as ONEObjective, ONENet, one_kl, sigmoid_rampup
 from tools import eval as eval_tool
 

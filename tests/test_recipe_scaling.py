@@ -1,4 +1,4 @@
-"""Epoch constants pinned to a method's reference recipe (distiller_zoo/recipe.py): scaled to --epochs when the
+"""Epoch constants pinned to a method's reference recipe (helper/recipe.py): scaled to --epochs when the
 run's length differs, untouched at the reference length, never when typed, never with --no_recipe_scaling;
 what the methods read, record and print."""
 import pytest
@@ -8,7 +8,7 @@ import train_student
 from dataset.batches import DataBundle
 from distiller_zoo import DISTILLERS
 from distiller_zoo.NORM import norm_epoch_steps, norm_epoch_weight
-from distiller_zoo.recipe import scale_epochs, schedule_note
+from helper.recipe import scale_epochs, schedule_note
 from distiller_zoo.teacher import probe_networks
 from helper.provenance import describe_run
 from models import model_dict

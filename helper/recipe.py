@@ -2,7 +2,8 @@
 
 Some methods' schedules are written for one recipe's length: mdistiller's 20-epoch warm-ups of DKD (and
 SDD-DKD, SDD-NKD), ReviewKD, MKL (NTCE-KD) and RLD, ND's 20-epoch warm-up of the ++ methods, NORM's loss
-multiplier with steps at epochs 10, 20, 180, 210. On CIFAR (and digits, CIFAR-10) that recipe is 240
+multiplier with steps at epochs 10, 20, 180, 210, and (online) ONE's 80-epoch ramp-up of its 300-epoch recipe
+(online/one.py passes that reference itself). On CIFAR (and digits, CIFAR-10) that recipe is 240
 epochs; on ImageNet it is the 100 epochs of mdistiller's, ND's and NORM's ImageNet scripts (warm-ups 1 and 5,
 NORM's steps 5, 15, 60, 80).
 
