@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from .base import Distiller, kd_loss
+from .flags import require
 from .logit_stand import LogitStand
 from .registry import register
 
@@ -133,8 +134,7 @@ class CTKD(LogitStand, Distiller):
         if low <= 0:
             raise KDZooError(f"CTKD's temperature t_start + t_end * sigmoid(g) spans ({low:g}, {high:g}) with "
                              f"--t_start {args.t_start:g} --t_end {args.t_end:g}; both ends must be positive")
-        if args.decay_loops <= 0:
-            raise KDZooError(f"--decay_loops must be positive, got {args.decay_loops:g}")
+        require(args, positive=['decay_loops'])
 
     def curriculum(self, epoch):
         """lambda of the 1-based epoch."""

@@ -19,6 +19,7 @@ import torch.nn as nn
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['pearson_correlation', 'inter_class_relation', 'intra_class_relation', 'DIST', 'DISTDistiller']
@@ -87,11 +88,7 @@ class DISTDistiller(Distiller):
         """Fill --dist_tau for the data set; refuse values that leave the loss undefined."""
         if args.dist_tau is None:
             args.dist_tau = 1.0 if args.dataset == 'imagenet' else 4.0
-        for flag, value in (('--dist_beta', args.dist_beta), ('--dist_gamma', args.dist_gamma)):
-            if value < 0:
-                raise KDZooError(f"{flag} cannot be negative, got {value:g}")
-        if args.dist_tau <= 0:
-            raise KDZooError(f"--dist_tau must be positive, got {args.dist_tau:g}")
+        require(args, positive=['dist_tau'], non_negative=['dist_beta', 'dist_gamma'])
         if args.batch_size == 1:
             raise KDZooError("DIST's intra-class relation correlates each class across the batch, so it needs "
                              "--batch_size 2 or more")

@@ -40,6 +40,7 @@ from helper.errors import KDZooError
 from helper.precision import full_precision
 from .base import Distiller
 from .DIST import inter_class_relation, intra_class_relation, pearson_correlation
+from .flags import require
 from .registry import register
 
 __all__ = ['cosine_pearson', 'DISTPlus', 'DISTPlusDistiller']
@@ -116,12 +117,8 @@ class DISTPlusDistiller(Distiller):
     @staticmethod
     def settings(args):
         """Refuse values that leave the loss undefined."""
-        for flag in ('beta', 'gamma', 'iota', 'kappa'):
-            value = getattr(args, f'distplus_{flag}')
-            if value < 0:
-                raise KDZooError(f"--distplus_{flag} cannot be negative, got {value:g}")
-        if args.distplus_tau <= 0:
-            raise KDZooError(f"--distplus_tau must be positive, got {args.distplus_tau:g}")
+        require(args, positive=['distplus_tau'],
+                non_negative=['distplus_beta', 'distplus_gamma', 'distplus_iota', 'distplus_kappa'])
         if args.batch_size == 1:
             raise KDZooError("DIST+'s intra-class and spatial relations correlate across the batch, so it needs "
                              "--batch_size 2 or more")

@@ -18,12 +18,11 @@ mdistiller's before it is multiplied).
 import torch
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
-from .base import Distiller
-from .flags import add_ramp_arguments, settle_ramp
-from .logit_stand import LogitStand
 from helper.recipe import scheduled
+from .base import Distiller
+from .flags import add_ramp_arguments, require, settle_ramp
+from .logit_stand import LogitStand
 from .registry import register
 
 __all__ = ['dkd_parts', 'dkd_loss', 'DKD']
@@ -110,9 +109,7 @@ class DKD(LogitStand, Distiller):
         if args.dkd_beta is None:
             imagenet = args.dataset == 'imagenet'
             args.dkd_beta = IMAGENET_BETA.get(pair, 0.5) if imagenet else CIFAR_BETA.get(pair, 8.0)
-        for flag, value in (('--dkd_alpha', args.dkd_alpha), ('--dkd_beta', args.dkd_beta)):
-            if value < 0:
-                raise KDZooError(f"{flag} cannot be negative, got {value:g}")
+        require(args, non_negative=['dkd_alpha', 'dkd_beta'])
         settle_ramp(args, 'dkd')
 
     def method_loss(self, out_s, out_t, batch, epoch):

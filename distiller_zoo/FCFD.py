@@ -36,6 +36,7 @@ from torch.func import functional_call
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
+from .flags import require
 from .registry import register
 from .teacher import Borrowed
 
@@ -203,14 +204,7 @@ class FCFD(Distiller):
             args.fcfd_mix = MIX_WEIGHT.get(pair, 1.0)
         if args.fcfd_warmup is None:
             args.fcfd_warmup = 5 if imagenet else 20
-        if args.fcfd_T <= 0:
-            raise KDZooError(f"--fcfd_T must be positive, got {args.fcfd_T:g}")
-        if args.fcfd_mix < 0:
-            raise KDZooError(f"--fcfd_mix cannot be negative, got {args.fcfd_mix:g}")
-        if args.fcfd_paths < 0:
-            raise KDZooError(f"--fcfd_paths cannot be negative, got {args.fcfd_paths}")
-        if args.fcfd_warmup < 0:
-            raise KDZooError(f"--fcfd_warmup cannot be negative, got {args.fcfd_warmup}")
+        require(args, positive=['fcfd_T'], non_negative=['fcfd_mix', 'fcfd_paths', 'fcfd_warmup'])
 
     def run_mixed(self, student, path, bridged_s, maps_t):
         """One mixed path: (its logits, the teacher-space maps it adds, by stage); ``bridged_s[j - 1]`` is the

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from helper.precision import full_precision
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['itrd_correlation', 'itrd_mutual', 'ITLoss', 'ITRD']
@@ -99,11 +100,7 @@ class ITRD(Distiller):
 
     @staticmethod
     def settings(args):
-        for flag in ('lambda_corr', 'lambda_mutual'):
-            if getattr(args, flag) < 0:
-                raise KDZooError(f"--{flag} cannot be negative, got {getattr(args, flag):g}")
-        if args.alpha_it <= 0:
-            raise KDZooError(f"--alpha_it must be positive, got {args.alpha_it:g}")
+        require(args, positive=['alpha_it'], non_negative=['lambda_corr', 'lambda_mutual'])
         # The correlation term divides by each dimension's unbiased std over the batch: a batch of one is NaN.
         if (getattr(args, 'batch_size', None) or 2) < 2:
             raise KDZooError(f"itrd standardises features over the batch, so --batch_size must be at least 2, "

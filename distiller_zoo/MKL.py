@@ -8,9 +8,9 @@ factors. f = 0 is plain KD, f > 0 gives the non-target classes more of the softe
 import torch.nn.functional as F
 
 from helper.errors import KDZooError
+from helper.recipe import scheduled
 from .base import Distiller, kd_loss
 from .flags import add_ramp_arguments, settle_ramp
-from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['mkl_loss', 'parse_factors', 'MKL']

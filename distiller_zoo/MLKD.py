@@ -47,10 +47,10 @@ ImageNet: 100 epochs, batch 512, lr 0.1 (0.2 for ResNet50 -> MobileNet), x0.1 af
 import torch
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from models.features import NetOutput
 from .base import Distiller
+from .flags import require
 from .logit_stand import LogitStand, standardize as ls_standardize
 from .registry import register
 
@@ -169,8 +169,7 @@ class MLKDNoAug(LogitStand, Distiller):
         """Fill --mlkd_T for the data set and refuse a temperature that is not positive."""
         if args.mlkd_T is None:
             args.mlkd_T = 1.0 if args.dataset == 'imagenet' else 4.0
-        if args.mlkd_T <= 0:
-            raise KDZooError(f"--mlkd_T must be positive, got {args.mlkd_T:g}")
+        require(args, positive=['mlkd_T'])
 
     def losses(self, out_s, out_t, batch, epoch):
         terms = self.ce_kd_terms(out_s.logits, out_t.logits, batch.targets)

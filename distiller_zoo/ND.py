@@ -47,12 +47,12 @@ import torch.nn.functional as F
 from helper.class_centers import (CENTERS_SUFFIX, centers_for_run, centers_record, check_centers, class_centers,
                                   compute_centers, default_centers_path, read_centers, teacher_fingerprint,
                                   write_centers)
-from helper.errors import KDZooError
+from helper.recipe import pin, scheduled, unpin
 from .DIST import DISTDistiller
 from .DKD import DKD
 from .KD import KD
 from .ReviewKD import ReviewKD
-from helper.recipe import pin, scheduled, unpin
+from .flags import require
 from .registry import register
 
 __all__ = ['nd_loss', 'EmbTrans', 'class_centers', 'compute_centers', 'teacher_fingerprint',
@@ -175,10 +175,7 @@ class NDMixin:
         if getattr(args, 'nd_warmup', None) is None:
             args.nd_warmup = 5 if getattr(args, 'dataset', 'cifar100') == 'imagenet' else 20
             pin(args, 'nd_warmup')
-        if args.nd_weight < 0:
-            raise KDZooError(f"--nd_weight cannot be negative, got {args.nd_weight:g}")
-        if args.nd_warmup < 0:
-            raise KDZooError(f"--nd_warmup cannot be negative, got {args.nd_warmup}")
+        require(args, non_negative=['nd_weight', 'nd_warmup'])
 
     def ramp(self, epoch):
         """The base method's own warm-up, switched off: ``nd_ramp`` replaces it."""

@@ -24,9 +24,9 @@ res50_distill_mv1_img.py) T 1, gamma 1.5.
 import torch
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['nkd_parts', 'nkd_loss', 'NKD']
@@ -90,10 +90,7 @@ class NKD(Distiller):
             args.nkd_T = 1.0 if imagenet else 3.0
         if args.nkd_gamma is None:
             args.nkd_gamma = 1.5 if imagenet else 3.5
-        if args.nkd_T <= 0:
-            raise KDZooError(f"--nkd_T must be positive, got {args.nkd_T:g}")
-        if args.nkd_gamma < 0:
-            raise KDZooError(f"--nkd_gamma cannot be negative, got {args.nkd_gamma:g}")
+        require(args, positive=['nkd_T'], non_negative=['nkd_gamma'])
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return nkd_loss(out_s.logits, out_t.logits, batch.targets, self.temperature, self.nkd_gamma,

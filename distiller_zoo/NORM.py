@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from .deploy import register_deploy
+from helper.recipe import pin, scheduled
 from models.features import run_network
 from models.registry import build_model
 from .CRD import ContrastiveTerm
 from .base import Distiller
-from helper.recipe import pin, scheduled
 from .registry import register
 from .teacher import TeacherRequest
 

@@ -25,12 +25,11 @@ other ImageNet pairs take 0.5. --logit_stand (LS, ``logit_stand.py``; --rld_logi
 import torch
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
-from .base import Distiller
-from .flags import add_ramp_arguments, settle_ramp
-from .logit_stand import LogitStand, standardize
 from helper.recipe import scheduled
+from .base import Distiller
+from .flags import add_ramp_arguments, require, settle_ramp
+from .logit_stand import LogitStand, standardize
 from .registry import register
 
 __all__ = ['rld_parts', 'rld_loss', 'RLD']
@@ -121,11 +120,7 @@ class RLD(LogitStand, Distiller):
         settle_ramp(args, 'rld')
         if args.rld_alpha_T is None:
             args.rld_alpha_T = args.rld_T
-        for flag, value in (('--rld_alpha', args.rld_alpha), ('--rld_beta', args.rld_beta)):
-            if value < 0:
-                raise KDZooError(f"{flag} cannot be negative, got {value:g}")
-        if args.rld_alpha_T <= 0:
-            raise KDZooError(f"--rld_alpha_T must be positive, got {args.rld_alpha_T:g}")
+        require(args, positive=['rld_alpha_T'], non_negative=['rld_alpha', 'rld_beta'])
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return rld_loss(self.standardized(out_s.logits), self.standardized(out_t.logits), batch.targets, self.rld_alpha,

@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.precision import at_least_fp32
+from helper.recipe import scheduled
 from .base import Distiller
 from .flags import add_ramp_arguments, settle_ramp
-from helper.recipe import scheduled
 from .registry import register
 
 __all__ = ['ABF', 'hcl_loss', 'ReviewKD']

@@ -39,12 +39,12 @@ import torch.nn.functional as F
 
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
+from helper.recipe import scheduled
 from models.features import check_classifies_regions, region_logits
 from .DKD import DKD, dkd_loss, dkd_parts
 from .NKD import nkd_loss, nkd_parts
 from .base import Distiller, kd_loss
-from .flags import add_ramp_arguments, settle_ramp
-from helper.recipe import scheduled
+from .flags import add_ramp_arguments, require, settle_ramp
 from .registry import register
 from .teacher import Borrowed, TeacherRequest
 
@@ -148,8 +148,7 @@ class ScaleDecoupled(Distiller):
         if spelled not in SCALES:
             raise KDZooError(f"--sdd_M must be 1,2,4, 1,2 or 1 (SDD's settings), got '{args.sdd_M}'")
         args.sdd_M = spelled
-        if args.sdd_weight < 0:
-            raise KDZooError(f"--sdd_weight cannot be negative, got {args.sdd_weight:g}")
+        require(args, non_negative=['sdd_weight'])
         return super().defaults_for(args)
 
     def teacher_request(self):
@@ -237,8 +236,7 @@ class SDDNKD(ScaleDecoupled):
     def settings(args):
         if args.sdd_nkd_gamma is None:
             args.sdd_nkd_gamma = sdd_beta(args)
-        if args.sdd_nkd_gamma < 0:
-            raise KDZooError(f"--sdd_nkd_gamma cannot be negative, got {args.sdd_nkd_gamma:g}")
+        require(args, non_negative=['sdd_nkd_gamma'])
         settle_ramp(args, 'sdd_nkd')
 
     def global_loss(self, logits_s, logits_t, targets):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from helper.precision import full_precision
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['skd_instance_loss', 'skd_direction_loss', 'SKDDistiller']
@@ -81,14 +82,7 @@ class SKDDistiller(Distiller):
     @staticmethod
     def settings(args):
         """Refuse values that leave the loss undefined."""
-        for flag in ('--skd_instance', '--skd_direction'):
-            value = getattr(args, flag[2:])
-            if value < 0:
-                raise KDZooError(f"{flag} cannot be negative, got {value:g}")
-        for flag in ('--skd_T', '--skd_tikhonov'):
-            value = getattr(args, flag[2:])
-            if value <= 0:
-                raise KDZooError(f"{flag} must be positive, got {value:g}")
+        require(args, positive=['skd_T', 'skd_tikhonov'], non_negative=['skd_instance', 'skd_direction'])
         if args.batch_size == 1:
             raise KDZooError("SKD's direction term takes a covariance over the batch, so it needs --batch_size 2 "
                              "or more")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from helper.errors import KDZooError
 from helper.precision import full_precision
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['SRDProjector', 'srd_feature_loss', 'srd_kl', 'srd_loss', 'SRD']
@@ -96,10 +97,7 @@ class SRD(Distiller):
 
     @staticmethod
     def settings(args):
-        if args.srd_exponent <= 0:
-            raise KDZooError(f"--srd_exponent must be positive, got {args.srd_exponent:g}")
-        if args.srd_T <= 0:
-            raise KDZooError(f"--srd_T must be positive, got {args.srd_T:g}")
+        require(args, positive=['srd_exponent', 'srd_T'])
         if args.batch_size is not None and args.batch_size < 2:
             raise KDZooError("SRD normalises the features with batch statistics, so it needs --batch_size 2 or more")
 

@@ -41,6 +41,7 @@ from helper.errors import KDZooError
 from dataset.batches import VIEWS, rotated_views  # noqa: F401  (rotated_views: part of this module's API)
 from models.features import NetOutput
 from .base import Distiller
+from .flags import require
 from .registry import register
 from .teacher import TeacherRequest
 from .two_stage import TwoStage
@@ -152,9 +153,7 @@ class SSKD(TwoStage, Distiller):
 
     @staticmethod
     def settings(args):
-        for flag, value in (('--tf_T', args.tf_T), ('--ss_T', args.ss_T), ('--t_lr', args.t_lr)):
-            if value <= 0:
-                raise KDZooError(f"{flag} must be positive, got {value}")
+        require(args, positive=['tf_T', 'ss_T', 't_lr'])
         for flag, value in (('--ratio_tf', args.ratio_tf), ('--ratio_ss', args.ratio_ss)):
             if not 0 <= value <= 1:
                 raise KDZooError(f"{flag} is a share of the views and must lie in [0, 1], got {value}")

@@ -15,6 +15,7 @@ from helper.errors import KDZooError
 from helper.precision import at_least_fp32, full_precision
 from models.util import SelfA
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['SemCKDLoss', 'SemCKDDistiller']
@@ -50,8 +51,7 @@ class SemCKDDistiller(Distiller):
 
     @staticmethod
     def settings(args):
-        if args.soft <= 0:
-            raise KDZooError(f"-s/--soft (SemCKD's attention temperature) must be positive, got {args.soft}")
+        require(args, positive=['soft'], shown={'soft': "-s/--soft (SemCKD's attention temperature)"})
 
     @classmethod
     def data_options(cls, args):

@@ -17,9 +17,9 @@ The repo has no ImageNet script (its ImageNet runs used torchdistill), so ImageN
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['ttm_parts', 'ttm_loss', 'wttm_loss', 'TTMLoss', 'TTM']
@@ -80,8 +80,7 @@ class TTM(Distiller):
         """Fill --ttm_l with the method's README value and refuse one that is not positive."""
         if args.ttm_l is None:
             args.ttm_l = cls.default_power
-        if args.ttm_l <= 0:
-            raise KDZooError(f"--ttm_l must be positive, got {args.ttm_l:g}")
+        require(args, positive=['ttm_l'])
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return (wttm_loss if self.weighted else ttm_loss)(out_s.logits, out_t.logits, self.power)

@@ -21,9 +21,9 @@ config (configs/distillers/cifar100/res34_distill_res18_cifar.py) sets T 4, alph
 import torch
 import torch.nn.functional as F
 
-from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
+from .flags import require
 from .registry import register
 
 __all__ = ['wsld_loss', 'WSLD']
@@ -64,8 +64,7 @@ class WSLD(Distiller):
         """Fill --wsld_T for the data set and refuse a temperature that is not positive."""
         if args.wsld_T is None:
             args.wsld_T = 2.0 if args.dataset == 'imagenet' else 4.0
-        if args.wsld_T <= 0:
-            raise KDZooError(f"--wsld_T must be positive, got {args.wsld_T:g}")
+        require(args, positive=['wsld_T'])
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return wsld_loss(out_s.logits, out_t.logits, batch.targets, self.temperature)

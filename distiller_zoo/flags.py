@@ -1,15 +1,16 @@
 """A method's command line: the flags every method reads (``add_loss_weights``), each method's own
 (``add_method_arguments`` asks every class that writes ``MethodFlags.add_arguments``), mdistiller's shared
-temperature and warm-up flags (``add_ramp_arguments``, ``settle_ramp``), and ``settle``, which fills and
-checks them once, right after parsing; constructors only read them.
+temperature and warm-up flags (``add_ramp_arguments``, ``settle_ramp``), ``settle``, which fills and checks
+them once, right after parsing (constructors only read them), and ``require``, the one-line refusal of a flag
+that must be positive or cannot be negative.
 
 ``MethodFlags`` is the part of the method contract that runs before anything is built, on the class: a
 ``Distiller`` is one, so a method overrides these classmethods where it has flags of its own.
 """
 from helper.errors import KDZooError
+from helper.recipe import pin
 from . import logit_stand
 from .add import add_add_argument, settle_add
-from helper.recipe import pin
 from .registry import DISTILLERS
 from .two_stage import TwoStage
 
@@ -107,10 +108,21 @@ def settle_ramp(args, method, temperature=True):
             setattr(args, dest, default)
             if dest.endswith('_warmup'):
                 pin(args, dest)
-    if temperature and getattr(args, f'{method}_T') <= 0:
-        raise KDZooError(f"--{method}_T must be positive, got {getattr(args, f'{method}_T'):g}")
-    if getattr(args, f'{method}_warmup') < 0:
-        raise KDZooError(f"--{method}_warmup cannot be negative, got {getattr(args, f'{method}_warmup')}")
+    require(args, positive=[f'{method}_T'] if temperature else [], non_negative=[f'{method}_warmup'])
+
+
+def require(args, positive=(), non_negative=(), shown=None):
+    """Refuse, in the one line a user reads, the first flag in ``positive`` that is not above 0, else the first
+    in ``non_negative`` below 0: ``--<dest> must be positive, got <value>`` / ``cannot be negative`` (floats as
+    ``:g``, ints as they are). Both name dests of ``args``; ``shown`` maps a dest to the flag as the message
+    names it where users type it otherwise (``{'soft': '-s/--soft'}``)."""
+    refused = [(dest, 'must be positive') for dest in positive if getattr(args, dest) <= 0]
+    refused += [(dest, 'cannot be negative') for dest in non_negative if getattr(args, dest) < 0]
+    if refused:
+        dest, rule = refused[0]
+        value = getattr(args, dest)
+        value = f'{value:g}' if isinstance(value, float) else value
+        raise KDZooError(f"{(shown or {}).get(dest, f'--{dest}')} {rule}, got {value}")
 
 
 def add_method_arguments(parser, methods=None):
@@ -150,10 +162,7 @@ def settle(method, args):
             raise KDZooError(f"the loss weight {flag} cannot be negative, got {getattr(args, key)}")
     if args.init_epochs is None:  # methods without a first stage record RepDistiller's default all the same
         args.init_epochs = (method if issubclass(method, TwoStage) else TwoStage).init_epochs
-    if args.init_epochs < 0:
-        raise KDZooError(f"--init_epochs cannot be negative, got {args.init_epochs}")
-    if args.kd_T <= 0:
-        raise KDZooError(f"--kd_T must be positive, got {args.kd_T}")
+    require(args, positive=['kd_T'], non_negative=['init_epochs'])
     if added is not None and not args.alpha:
         raise KDZooError(f"--add {added.name} is weighed by -a, which is 0; give -a above 0 (the TTM README's "
                          f"CRD + WTTM command uses -a 4) or drop --add")
