@@ -15,8 +15,8 @@
 #       A.4, Tables 8 and 9); WTTM+CRD weighs WTTM by beta (-a) and CRD by 0.8 (-b; A.5), as the README's
 #       command (crd --add wttm --ttm_l 0.2 -b 0.8 -a 4, its vgg13 -> vgg8 values).
 #   RLD (zju-SWJ/RLD, configs/cifar100/rld, the LS pairs): rld's defaults (ALPHA 1, BETA 8, T 4, --same-t).
-#       No published number was read for it (tools/published_top1.csv says so), nor the paper's per-pair alpha
-#       and beta: a sentence quoted from it says RLD "generally prefers larger" alpha than DKD's 1.
+#       Its published numbers are as a later README quotes them (tools/published_top1.csv); the paper's per-pair
+#       alpha and beta were not read: a sentence quoted from it says RLD "generally prefers larger" alpha than DKD's 1.
 #
 # METHODS (default: every row) picks rows by name: kd kd+ls ctkd ctkd+ls dkd dkd+ls mlkd mlkd+ls ttm wttm
 # wttm+crd rld. PAIRS (default: the union of the tables' pairs) narrows the pairs; a row runs only on the
