@@ -123,6 +123,17 @@ def test_standardize_is_the_official_normalize_and_the_population_form_is_the_z_
     assert standardize(t.half()).dtype == torch.float32
 
 
+def test_the_two_stds_on_a_vector_worked_by_hand():
+    # x = (1, 2, 3, 6): mean 3, deviations (-2, -1, 0, 3), squares summing to 14. The paper's Algorithm 1
+    # divides by sqrt(14 / K) = sqrt(3.5) (population); the official normalize's torch.std by sqrt(14 / (K - 1)).
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0]], dtype=torch.float64)
+    population = torch.tensor([[-1.0690450, -0.5345225, 0.0, 1.6035675]], dtype=torch.float64)
+    sample = torch.tensor([[-0.9258201, -0.4629100, 0.0, 1.3887301]], dtype=torch.float64)
+    assert torch.allclose(standardize(x, 'population'), population, atol=1e-7)
+    assert torch.allclose(standardize(x), sample, atol=1e-7)
+    assert not torch.allclose(standardize(x, 'population'), sample, atol=1e-3)
+
+
 @pytest.mark.parametrize('stand', [False, True])
 def test_kd_with_ls_is_the_official_kd_loss(stand):
     kd = method('kd', logit_stand=stand)
