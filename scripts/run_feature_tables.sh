@@ -13,7 +13,13 @@
 #       --nkd_gamma 1.5; the port's DKD-style warm-up is not reproduced).
 # Every row trains the RepDistiller recipe (240 epochs, lr 0.05, 0.01 for the MobileNetV2 and ShuffleNet
 # students, as the official codes). SRD, CAT-KD, FCFD and MGD are left out: no CIFAR-100 number of theirs
-# could be read here (MGD reports none).
+# could be read here. CAT-KD's and FCFD's CIFAR-100 tables are in their papers only (GzyAftermath/CAT-KD's
+# README and LiuDongyang6/FCFD's classification/README.md give commands, no results), and the stored copies of
+# the papers reachable here show their first pages, not the tables. SRD's authors publish no CIFAR code or config
+# (roymiles/Simple-Recipe-Distillation: ImageNet and DeiT only); MGD reports none. What their rows would run:
+# catkd's per-pair defaults are CAT-KD's configs/cifar100/CAT_KD (11 pairs) and fcfd's are FCFD's
+# classification/experiments/cifar yaml files (10 pairs in its README's list), both on this recipe (FCFD's
+# scripts add Nesterov momentum: --nesterov).
 #
 # METHODS (default: every row) picks rows by name: itrd ickd ickd+kd kd dkd nkd sdd_kd sdd_dkd sdd_nkd.
 # PAIRS (default: the union of the tables' pairs) narrows the pairs; a row runs only on the pairs of its own
