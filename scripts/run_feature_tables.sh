@@ -69,7 +69,8 @@ for pair in $PAIRS; do
         [ "$row" != fcfd ] || recipe=(--nesterov)  # FCFD's cifar/main.py: SGD with Nesterov momentum
         for trial in $TRIALS; do
             # shellcheck disable=SC2086
-            student_cell --path_t "$(teacher $t)" "${recipe[@]}" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s ${SPEC[$row]}
+            student_cell --path_t "$(teacher $t)" "${recipe[@]}" --trial $trial --gpu_id $GPU --data_folder $DATA \
+                -- $s ${SPEC[$row]}
         done
     done
 done
