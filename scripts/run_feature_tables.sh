@@ -11,11 +11,20 @@
 #       pairs): KD, DKD, NKD and their SD- versions with sdd_kd/sdd_dkd/sdd_nkd's per-pair defaults. Its NKD
 #       row is SDD's CIFAR port of NKD (all-class mask, T 1, gamma 1.5: --nkd_all_classes --nkd_T 1
 #       --nkd_gamma 1.5; the port's DKD-style warm-up is not reproduced).
+#   CAT-KD (Guo et al., CVPR 2023; GzyAftermath/CAT-KD, configs/cifar100/CAT_KD, 11 pairs) and FCFD (Liu et al.,
+#       ICLR 2023; LiuDongyang6/FCFD, classification/experiments/cifar and the 10 pairs of classification/README.md):
+#       catkd's and fcfd's per-pair defaults, which are those configs'; fcfd with --nesterov, as FCFD's train
+#       scripts. No published number was read for them (tools/published_top1.csv says so).
 # Every row trains the RepDistiller recipe (240 epochs, lr 0.05, 0.01 for the MobileNetV2 and ShuffleNet
-# students, as the official codes). SRD, CAT-KD, FCFD and MGD are left out: no CIFAR-100 number of theirs
-# could be read here (MGD reports none).
+# students, as the official codes). No CIFAR-100 number of SRD, CAT-KD, FCFD or MGD could be read here: SRD and
+# MGD have no row, CAT-KD and FCFD rows without published values. CAT-KD's and FCFD's CIFAR-100 tables are in
+# their papers only (GzyAftermath/CAT-KD's README and LiuDongyang6/FCFD's classification/README.md give commands,
+# no results), and the stored copies of the papers reachable here show their first pages, not the tables. SRD's
+# authors publish no CIFAR code or config (roymiles/Simple-Recipe-Distillation: ImageNet and DeiT only); MGD
+# reports none.
 #
-# METHODS (default: every row) picks rows by name: itrd ickd ickd+kd kd dkd nkd sdd_kd sdd_dkd sdd_nkd.
+# METHODS (default: every row) picks rows by name: itrd ickd ickd+kd kd dkd nkd sdd_kd sdd_dkd sdd_nkd
+# catkd fcfd.
 # PAIRS (default: the union of the tables' pairs) narrows the pairs; a row runs only on the pairs of its own
 # table. Cells of one teacher and trial train as packs (one teacher pass per batch); PACK=0: one run per cell.
 set -euo pipefail
@@ -28,8 +37,12 @@ ICKD_PAIRS="wrn_40_2:wrn_16_2 wrn_40_2:wrn_40_1 resnet56:resnet20 resnet110:resn
 resnet32x4:resnet8x4 vgg13:vgg8"
 SDD_PAIRS="resnet32x4:ShuffleV1 wrn_40_2:ShuffleV1 ResNet50:MobileNetV2 vgg13:MobileNetV2 resnet32x4:ShuffleV2
 ResNet50:vgg8"
+CATKD_PAIRS="resnet56:resnet20 resnet110:resnet32 resnet32x4:resnet8x4 resnet32x4:ShuffleV1 resnet32x4:ShuffleV2
+ResNet50:MobileNetV2 vgg13:MobileNetV2 vgg13:vgg8 wrn_40_2:ShuffleV1 wrn_40_2:wrn_16_2 wrn_40_2:wrn_40_1"
+FCFD_PAIRS="resnet32x4:resnet8x4 resnet56:resnet20 wrn_40_2:wrn_16_2 wrn_40_2:wrn_40_1 vgg13:vgg8 resnet32x4:ShuffleV1
+wrn_40_2:ShuffleV1 vgg13:MobileNetV2 ResNet50:MobileNetV2 resnet32x4:ShuffleV2"
 PAIRS=${PAIRS:-"$ITRD_PAIRS"}
-METHODS=${METHODS:-"itrd ickd ickd+kd kd dkd nkd sdd_kd sdd_dkd sdd_nkd"}
+METHODS=${METHODS:-"itrd ickd ickd+kd kd dkd nkd sdd_kd sdd_dkd sdd_nkd catkd fcfd"}
 
 # row name -> its train_student.py method spec
 declare -A SPEC=(
@@ -37,6 +50,7 @@ declare -A SPEC=(
     [ickd]="ickd" [ickd+kd]="ickd -a 1"
     [kd]="kd" [dkd]="dkd" [nkd]="nkd --nkd_all_classes --nkd_T 1 --nkd_gamma 1.5"
     [sdd_kd]="sdd_kd" [sdd_dkd]="sdd_dkd" [sdd_nkd]="sdd_nkd"
+    [catkd]="catkd" [fcfd]="fcfd"
 )
 
 for pair in $PAIRS; do
@@ -46,12 +60,17 @@ for pair in $PAIRS; do
         case $row in
             itrd) table=$ITRD_PAIRS ;;
             ickd|ickd+kd) table=$ICKD_PAIRS ;;
+            catkd) table=$CATKD_PAIRS ;;
+            fcfd) table=$FCFD_PAIRS ;;
             *) table=$SDD_PAIRS ;;
         esac
         in_list "$pair" "$table" || continue
+        recipe=()
+        [ "$row" != fcfd ] || recipe=(--nesterov)  # FCFD's cifar/main.py: SGD with Nesterov momentum
         for trial in $TRIALS; do
             # shellcheck disable=SC2086
-            student_cell --path_t "$(teacher $t)" --trial $trial --gpu_id $GPU --data_folder $DATA -- $s ${SPEC[$row]}
+            student_cell --path_t "$(teacher $t)" "${recipe[@]}" --trial $trial --gpu_id $GPU --data_folder $DATA \
+                -- $s ${SPEC[$row]}
         done
     done
 done

@@ -250,3 +250,25 @@ def test_slurm_files_are_valid_bash(path):
     """The sbatch templates and requeue.sh parse (Slurm only reports a syntax error once a job runs)."""
     result = subprocess.run(['bash', '-n', path], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+# FCFD's classification/README.md list of CIFAR-100 runs (LiuDongyang6/FCFD), as teacher:student
+FCFD_README_PAIRS = {('resnet32x4', 'resnet8x4'), ('resnet56', 'resnet20'), ('wrn_40_2', 'wrn_16_2'),
+                     ('wrn_40_2', 'wrn_40_1'), ('vgg13', 'vgg8'), ('resnet32x4', 'ShuffleV1'),
+                     ('wrn_40_2', 'ShuffleV1'), ('vgg13', 'MobileNetV2'), ('ResNet50', 'MobileNetV2'),
+                     ('resnet32x4', 'ShuffleV2')}
+
+
+def test_feature_tables_run_catkd_and_fcfd_on_their_official_configs_pairs():
+    """catkd runs on the pairs of CAT-KD's CIFAR configs (the method's per-pair table) and fcfd on FCFD's README
+    list, fcfd alone with Nesterov momentum (FCFD's cifar/main.py default), both on the default recipe."""
+    from distiller_zoo.CATKD import PAIRS
+    script = os.path.join(REPO, 'scripts', 'run_feature_tables.sh')
+    cells = {}
+    for words in dry_run(script, METHODS='catkd fcfd', PACK='0', TRIALS='0'):
+        args = train_student.parse_args(words[2:])
+        cells.setdefault(args.distill, set()).add((args.model_t, args.model_s))
+        assert args.nesterov == (args.distill == 'fcfd'), words
+        assert (args.epochs, args.batch_size) == (240, 64) and args.learning_rate in (0.05, 0.01), words
+    imagenet = {('ResNet34', 'ResNet18'), ('ResNet50', 'MobileNetV1')}
+    assert cells == {'catkd': set(PAIRS) - imagenet, 'fcfd': FCFD_README_PAIRS}
