@@ -14,10 +14,11 @@
 #   CAT-KD (Guo et al., CVPR 2023; GzyAftermath/CAT-KD, configs/cifar100/CAT_KD, 11 pairs) and FCFD (Liu et al.,
 #       ICLR 2023; LiuDongyang6/FCFD, classification/experiments/cifar and the 10 pairs of classification/README.md):
 #       catkd's and fcfd's per-pair defaults, which are those configs'; fcfd with --nesterov, as FCFD's train
-#       scripts. No published number was read for them (tools/published_top1.csv says so).
+#       scripts. CAT-KD's published values are the LS paper's quotes (Tables 1-2, 9 of the 11 pairs); FCFD has none
+#       (tools/published_top1.csv says why).
 # Every row trains the RepDistiller recipe (240 epochs, lr 0.05, 0.01 for the MobileNetV2 and ShuffleNet
-# students, as the official codes). No CIFAR-100 number of SRD, CAT-KD, FCFD or MGD could be read here: SRD and
-# MGD have no row, CAT-KD and FCFD rows without published values. CAT-KD's and FCFD's CIFAR-100 tables are in
+# students, as the official codes). No CIFAR-100 number of SRD, FCFD or MGD, nor CAT-KD's own, could be read
+# here: SRD and MGD have no row, FCFD's rows have no published values. CAT-KD's and FCFD's CIFAR-100 tables are in
 # their papers only (GzyAftermath/CAT-KD's README and LiuDongyang6/FCFD's classification/README.md give commands,
 # no results), and the stored copies of the papers reachable here show their first pages, not the tables. SRD's
 # authors publish no CIFAR code or config (roymiles/Simple-Recipe-Distillation: ImageNet and DeiT only); MGD

@@ -68,6 +68,15 @@ def test_every_script_cell_has_a_published_value_or_a_reason_and_every_value_a_c
         [(77.3, 'best')]
     assert [(r['top1'], r['metric']) for r in published[('cifar100', 'vgg13', 'vgg8', 'ickd a=1')]] == \
         [(73.88, 'unstated')]
+    # TTM's WTTM+ITRD (Table 2; its A.4/A.5 settings in the cell's name), LS's quotes of CAT-KD (Table 2) and SimKD
+    assert [(r['top1'], r['metric']) for r in published[('cifar100', 'vgg13', 'vgg8',
+                                                         'itrd add=wttm a=0.5 alpha_it=1.01 ttm_l=0.1')]] == \
+        [(75.13, 'unstated')]
+    assert [(r['top1'], r['metric']) for r in published[('cifar100', 'ResNet50', 'vgg8',
+                                                         'itrd add=wttm a=1 lambda_mutual=0 ttm_l=0.1')]] == \
+        [(76.0, 'unstated')]
+    assert [r['top1'] for r in published[('cifar100', 'resnet32x4', 'resnet8x4', 'catkd')]] == [76.91]
+    assert [r['top1'] for r in published[('imagenet', 'ResNet50', 'MobileNetV1', 'simkd')]] == [72.25]
 
 
 @pytest.fixture
