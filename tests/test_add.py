@@ -80,6 +80,24 @@ def test_the_added_term_is_the_official_wttm_in_the_alpha_slot():
     assert plain.added is None and 'kd' in plain.forward_train(student, batch, out_t, epoch=1)[1]
 
 
+def test_wttm_added_to_itrd_as_the_ttm_papers_wttm_itrd_row():
+    """scripts/run_logit_tables.sh's wttm+itrd cell (ResNet50 -> vgg8's settings): ITRD's term weighed by -b 1
+    with A.5's lambdas, WTTM in the alpha slot at the pair's gamma and beta."""
+    args = parse('--distill', 'itrd', '--add', 'wttm', '-b', '1', '--lambda_corr', '2', '--ttm_l', '0.1', '-a', '1',
+                 '--lambda_mutual', '0', '--alpha_it', '1.5')
+    assert (args.distill, args.add, args.alpha, args.beta, args.ttm_l, args.lambda_mutual) == \
+        ('itrd', 'wttm', 1, 1, 0.1, 0)
+    student, teacher = pair()
+    method = build_distiller('itrd', student, teacher, add='wttm', alpha=0.5, ttm_l=0.1, lambda_mutual=0.0)
+    assert method.added.name == 'wttm' and method.added.power == 0.1 and method.lambda_mutual == 0
+    batch = batch_of(6)
+    out_t = run_teacher(teacher, batch, method.teacher_request())
+    logits, losses = method.forward_train(student, batch, out_t, epoch=1)
+    assert sorted(losses) == ['add_wttm', 'ce', 'itrd']
+    ref = 0.5 * official(logits.detach().double(), out_t.logits.double(), 0.1, weighted=True)
+    assert losses['add_wttm'].item() == pytest.approx(ref.item(), rel=1e-5)
+
+
 def test_an_added_method_brings_its_labels_flags_and_warm_up():
     student, teacher = pair()
     method = build_distiller('kd', student, teacher, add='dkd', alpha=2.0, dkd_warmup=4)
