@@ -107,6 +107,31 @@ def epoch_generator(seed, epoch, stream, device='cpu', rank=None):
     return generator
 
 
+def step_seed(seed, epoch, stream, step):
+    """An integer seed that depends only on (seed, epoch, stream, step): a method's draws at one training step."""
+    return int(np.random.SeedSequence([seed, epoch, stream, step]).generate_state(1, np.uint64)[0])
+
+
+class StepDraws:
+    """The seeds of a method's random draws, one per training step: (the run's seed, epoch, ``stream``, the step
+    within the epoch). They depend on nothing else that draws random numbers, so a pack member draws its single
+    run's numbers, a resumed run (which restarts at an epoch boundary) redraws the uninterrupted run's, and every
+    process of a job draws the same. The run's seed is the training loader's (a single run's and every pack
+    member's); callers without a loader (``build_distiller``) get ``--seed``, else 0."""
+
+    def __init__(self, data, args, stream):
+        seed = getattr(getattr(data, 'train', None), 'seed', None)
+        self.seed = int(seed if seed is not None else (getattr(args, 'seed', None) or 0))
+        self.stream = stream
+        self.epoch, self.step = None, 0  # the step counter restarts with every epoch
+
+    def next_seed(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+        self.step += 1
+        return step_seed(self.seed, epoch, self.stream, self.step)
+
+
 def normalise(images, mean, std):
     """uint8 pixels to float32 as ToTensor then Normalize do it; mean and std broadcast over the channel axis."""
     return images.float().div_(255).sub_(mean).div_(std)

@@ -8,7 +8,8 @@ heights differ by two, and a LeakyReLU(0.1) when the target map is post-ReLU) ca
 into the other's, for j = 1 .. n-1 and both directions. Each step:
 
 * the student's own logits: ``-r`` x CE + ``-a`` x KD(student, teacher) at ``--fcfd_T``;
-* ``--fcfd_paths`` (2) mixed paths drawn (Python's ``random.sample``, as the official) from the candidates of
+* ``--fcfd_paths`` (2) mixed paths drawn (``random.sample``, as the official, but from a Python generator seeded
+  per step by (seed, epoch, step) instead of the global one: see ``StepDraws``) from the candidates of
   ``--fcfd_path_type`` ('bi': the teacher's stages 0..j-1, a bridge, the student's stages j..n-1, and the reverse,
   j = 2 .. n-1); each path's logits (the classifier of the network it ends in) learn from the teacher's logits by
   ``--fcfd_mix`` x KD at ``--fcfd_T``;
@@ -33,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from dataset.batches import StepDraws
 from helper.errors import KDZooError
 from helper.precision import at_least_fp32
 from .base import Distiller
@@ -41,6 +43,9 @@ from .registry import register
 from .teacher import Borrowed
 
 __all__ = ['fcfd_kd', 'fcfd_l2', 'candidate_paths', 'build_bridge', 'FCFD']
+
+# A stream of its own for the mixed paths' draws (dataset/batches.py's streams are 0-3, MGD's masks 101).
+PATH_STREAM = 102
 
 # (teacher, student) -> value, from LiuDongyang6/FCFD classification/experiments/{cifar,IN}/<student>-<teacher>.yaml
 CIFAR_T = {('ResNet50', 'MobileNetV2'): 8.0, ('resnet32x4', 'ShuffleV1'): 8.0, ('resnet32x4', 'ShuffleV2'): 8.0}
@@ -165,6 +170,7 @@ class FCFD(Distiller):
         maps_t = self.stages_t.maps(probe_t, self.stages_t.pooled_map(teacher, probe_t))
         self.n, self.T, self.mix, self.warmup = n, args.fcfd_T, args.fcfd_mix, args.fcfd_warmup
         self.num_paths, self.paths = args.fcfd_paths, candidate_paths(n, args.fcfd_path_type)
+        self.draws = StepDraws(data, args, PATH_STREAM)  # a resumed run and every process draw the same paths
         if self.num_paths > len(self.paths):
             raise KDZooError(f"--fcfd_paths {self.num_paths} is more than the {len(self.paths)} mixed paths of "
                              f"--fcfd_path_type {args.fcfd_path_type} for {n} stages")
@@ -230,7 +236,7 @@ class FCFD(Distiller):
         bridged_s = [bridge(maps_s[j + 1]) for j, bridge in enumerate(self.to_teacher)]
         teacher_space = [[x] for x in bridged_s]
         mix = 0
-        for path in random.sample(self.paths, self.num_paths):
+        for path in random.Random(self.draws.next_seed(epoch)).sample(self.paths, self.num_paths):
             logits, maps = self.run_mixed(student, path, bridged_s, maps_t)
             for stage, value in maps.items():
                 teacher_space[stage - 1].append(value)

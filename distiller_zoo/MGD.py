@@ -12,20 +12,22 @@ u < --mgd_lambda set to 0 (its spatial line is commented out); ``--mgd_mask spat
 segmentation code's (B, 1, H, W) mask, zero where u > 1 - lambda, the form the paper describes.
 
 Randomness: the code draws the mask from torch's global generator. Here each step's mask comes from a
-generator of its own, seeded by (the run's seed, epoch, step of the epoch, and the process's rank in a
-multi-process job), drawn on the CPU as the code draws it and then moved to the device. So the masks depend
-on nothing else that draws random numbers, are the same on every device type, a pack member draws exactly
-its single run's masks, and a resumed run (which restarts at an epoch boundary) redraws the same ones.
+generator of its own, seeded by (the run's seed, epoch, step of the epoch), drawn on the CPU as the code
+draws it and then moved to the device. So the masks depend on nothing else that draws random numbers, are
+the same on every device type, a pack member draws exactly its single run's masks, and a resumed run (which
+restarts at an epoch boundary) redraws the same ones. In a multi-process job every process draws the mask of
+the whole global batch and keeps the rows of its own share (the share sizes are gathered each step), as the
+loaders draw crops: N processes mask exactly what one process masks (tests/test_distributed_methods.py).
 
 Defaults, the published ImageNet configs (``res34_distill_res18_img.py``, ``res50_distill_mv1_img.py``):
 alpha_mgd 7e-5, which is -b here, lambda_mgd 0.15, CE weight 1 (-r 1 -a 0 -b 0.00007). The
 ResNet50 -> MobileNetV1 config also clips gradients at norm 5, which kdzoo does not. The authors publish
 no CIFAR-100 recipe: the same loss, mask and weights on CIFAR are our choice.
 """
-import numpy as np
 import torch
 import torch.nn as nn
 
+from dataset.batches import StepDraws, step_seed
 from helper import distributed
 from helper.errors import KDZooError
 from helper.precision import full_precision
@@ -38,13 +40,9 @@ __all__ = ['MGDGenerator', 'draw_mask', 'mgd_loss', 'step_generator', 'MGD']
 MASK_STREAM = 101
 
 
-def step_generator(seed, epoch, step, rank=None):
-    """A CPU generator whose draws depend only on (seed, epoch, step) (and ``rank`` in a multi-process job)."""
-    entropy = [seed, epoch, MASK_STREAM, step] + ([] if rank is None else [rank])
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
-    generator = torch.Generator()
-    generator.manual_seed(int(state))
-    return generator
+def step_generator(seed, epoch, step):
+    """A CPU generator whose draws depend only on (seed, epoch, step)."""
+    return torch.Generator().manual_seed(step_seed(seed, epoch, MASK_STREAM, step))
 
 
 def draw_mask(shape, ratio, mode, generator):
@@ -96,14 +94,7 @@ class MGD(Distiller):
                              f"pick a pair whose last stage maps agree in size")
         self.generator = MGDGenerator(shape_s[1], shape_t[1])
         self.ratio, self.mode = args.mgd_lambda, args.mgd_mask
-        # the run's seed: the training loader's (a single run's and every pack member's); build_distiller's
-        # callers without a loader get --seed, else 0
-        loader = getattr(data, 'train', None)
-        seed = getattr(loader, 'seed', None)
-        self.seed = int(seed if seed is not None else (getattr(args, 'seed', None) or 0))
-        job = distributed.current()
-        self.rank = job.rank if job.world_size > 1 else None
-        self.epoch, self.step = None, 0  # the step counter restarts with every epoch
+        self.draws = StepDraws(data, args, MASK_STREAM)
 
     @classmethod
     def add_arguments(cls, parser):
@@ -121,12 +112,15 @@ class MGD(Distiller):
                              f"got {args.mgd_lambda:g}")
 
     def next_mask(self, shape, epoch, device):
-        """This step's mask: the generator of (seed, epoch, step) with the step counted within the epoch."""
-        if epoch != self.epoch:
-            self.epoch, self.step = epoch, 0
-        self.step += 1
-        generator = step_generator(self.seed, epoch, self.step, self.rank)
-        return draw_mask(shape, self.ratio, self.mode, generator).to(device)
+        """This step's mask: the generator of (seed, epoch, step) with the step counted within the epoch; in a
+        multi-process job, this process's rows of the global batch's mask."""
+        generator = torch.Generator().manual_seed(self.draws.next_seed(epoch))
+        rows = slice(None)
+        if distributed.current().enabled:  # the share sizes of every process, in rank order
+            sizes = distributed.all_gather_step(torch.tensor([shape[0]], device=device)).tolist()
+            start = sum(sizes[:distributed.current().rank])
+            rows, shape = slice(start, start + shape[0]), (sum(sizes), *shape[1:])
+        return draw_mask(shape, self.ratio, self.mode, generator)[rows].to(device)
 
     def method_loss(self, out_s, out_t, batch, epoch):
         f_s, f_t = out_s.feats[-2], out_t.feats[-2]

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 import train_student
-import train_teacher
 from dataset import build_data
 from distiller_zoo import DISTILLERS
 from engine.setup import sgd
 
-from conftest import first_digits, run_script
+from conftest import first_digits, run_script, shared_digits_teacher
 
 # Each method once under its canonical name (aliases such as NORM or nd_kd select the same class).
 METHODS = sorted({cls.name for cls in DISTILLERS.values()})
@@ -30,7 +29,10 @@ EXTRA = {'factor': ['--learning_rate', '0.001'],
          # TTM's official weight, -b 45, makes twelve steps on one batch at the digits lr 0.05 overshoot
          'ttm': ['--learning_rate', '0.01'], 'ttm++': ['--learning_rate', '0.01'],
          'skd': ['--learning_rate', '0.002'], 'skd++': ['--learning_rate', '0.002'],
-         'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1']}
+         'wsld': ['--wsld_T', '1'], 'wsld++': ['--wsld_T', '1'],
+         # FCFD samples 2 of resnet8's 4 mixed paths a step, and which 2 moves the total by up to 2x: all 4 each
+         # step make the totals of the steps comparable
+         'fcfd': ['--fcfd_paths', '4']}
 
 
 @pytest.fixture
@@ -42,12 +44,9 @@ def small_digits(monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def teacher_path(tmp_path_factory):
+def teacher_path(tmp_path_factory, digits_once):
     """A resnet20 digits teacher, trained for 2 epochs (its channels match resnet8's, so FSP works)."""
-    root = tmp_path_factory.mktemp('teacher')
-    train_teacher.main(['--model', 'resnet20', '--dataset', 'digits', '--epochs', '2', '--deterministic',
-                        '--save_root', str(root)])
-    return str(root / 'teachers' / 'models' / 'resnet20_vanilla_digits_trial_0' / 'resnet20_best.pth')
+    return shared_digits_teacher(tmp_path_factory, digits_once, 'resnet20', '--epochs', '2')
 
 
 def student_argv(name, teacher_path, root, *extra):

@@ -290,7 +290,7 @@ def test_modules_for_cifar_pairs(probes, model_t, model_s, ickd, srd, mgd):
     align, width = mgd
     assert (method.generator.align is None if align is None else tuple(method.generator.align.weight.shape) == align)
     assert [tuple(method.generator.generation[i].weight.shape) for i in (0, 2)] == [(width, width, 3, 3)] * 2
-    assert method.seed == 0 and method.rank is None  # no loader, no --seed
+    assert method.draws.seed == 0  # no loader, no --seed
 
 
 def test_imagenet_embedding_is_3x3_and_the_sizes_of_ickd_maps_may_differ(probes):

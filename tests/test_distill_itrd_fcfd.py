@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import train_student
+from dataset.batches import step_seed
 from distiller_zoo import DISTILLERS
-from distiller_zoo.FCFD import candidate_paths, fcfd_l2
+from distiller_zoo.FCFD import PATH_STREAM, candidate_paths, fcfd_l2
 from distiller_zoo.ITRD import ITLoss, itrd_correlation, itrd_mutual
 from helper.errors import KDZooError
 
@@ -286,9 +287,8 @@ def test_fcfd_total_loss_and_gradients_match_the_official_meta_model(seed):
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
     params = list(student.parameters()) + list(method.parameters())
 
-    random.seed(seed)
-    paths = random.sample(candidate_paths(4, 'bi'), 2)
-    random.seed(seed)
+    method.draws.seed = seed  # the run's seed: the paths of its first step of epoch 5
+    paths = random.Random(step_seed(seed, 5, PATH_STREAM, 1)).sample(candidate_paths(4, 'bi'), 2)
     _, terms = method.forward_train(student, batch, out_t, epoch=5)
     assert set(terms) == {'ce', 'kd', 'fcfd_mix', 'fcfd'}
     # each bridge ran at most once (the official computes each named map once): its BN counted one batch at most
@@ -316,6 +316,31 @@ def small_fcfd(*flags, model_t='resnet20', model_s='resnet8'):
     teacher = ALL_MODELS[model_t](num_classes=5).eval().requires_grad_(False)
     probe_s, probe_t = probe_networks(student, teacher, False, 8)
     return DISTILLERS['fcfd'](args, student, teacher, probe_s, probe_t, None), student, teacher
+
+
+def test_fcfd_paths_depend_only_on_the_seed_epoch_and_step():
+    """The mixed paths of a step are drawn from (seed, epoch, step) alone, not from Python's global generator: a
+    run resumed at epoch 2 (a fresh method) takes the paths the uninterrupted run took there, whatever else drew
+    random numbers before (the official's global draws would continue from epoch 1's)."""
+    from types import SimpleNamespace
+
+    from distiller_zoo.teacher import run_teacher
+
+    def epoch_paths(method, student, teacher, epochs):
+        taken, run_mixed = [], method.run_mixed
+        method.run_mixed = lambda student, path, *rest: (taken.append(path), run_mixed(student, path, *rest))[1]
+        batch = SimpleNamespace(images=torch.randn(4, 3, 8, 8), targets=torch.tensor([0, 1, 2, 4]))
+        out_t = run_teacher(teacher, batch, method.teacher_request())
+        random.seed(0)  # as a run's start seeds Python's generator
+        for epoch in epochs:
+            for _ in range(4):
+                method.forward_train(student, batch, out_t, epoch=epoch)
+                random.random()  # other draws in between change nothing
+        return taken
+    whole = epoch_paths(*small_fcfd('--fcfd_paths', '1'), [1, 2])
+    resumed = epoch_paths(*small_fcfd('--fcfd_paths', '1'), [2])
+    assert whole[4:] == resumed and whole[:4] != whole[4:]
+    assert len(set(map(tuple, whole))) > 1  # the draws vary from step to step
 
 
 def test_fcfd_mixed_paths_leave_the_students_bn_statistics_alone():

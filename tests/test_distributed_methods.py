@@ -40,7 +40,7 @@ PER_SAMPLE = {
     'sdd_nkd': ('sdd_nkd', {}),
     'catkd': ('catkd', {}),
     'fcfd': ('fcfd', {}),
-    'mgd (one process\'s masks)': ('mgd', {}),
+    'mgd': ('mgd', {}),  # each process keeps its rows of the global batch's mask
 }
 BATCH_RELATIONAL = {
     'mlkd': ('mlkd', {}),               # batch and class correlations, the median confidence masks
@@ -66,14 +66,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def global_rows(draw, share):
-    """MGD's ``next_mask`` drawing the global batch's 16 rows and keeping ``share`` of them for a share."""
-    def next_mask(shape, epoch, device):
-        mask = draw((16, *shape[1:]), epoch, device)
-        return mask if shape[0] == 16 else mask[share]
-    return next_mask
-
-
 def _method_steps(rank, port, queue):
     """Every case in one process: {label: worst relative difference} of the gradients of both steps (after
     the average) and of the final floating-point state (for SCALED: the first step's gradients against the
@@ -84,7 +76,6 @@ def _method_steps(rank, port, queue):
     import torch.distributed as dist
     from dataset.batches import Batch
     from distiller_zoo import build_distiller
-    from distiller_zoo.MGD import MGD
     from engine.loop import Trainer
     from engine.objective import DistillObjective
     from helper.dot import DistillationOrientedTrainer
@@ -162,11 +153,6 @@ def _method_steps(rank, port, queue):
         # a deep copy would leave pointing at the originals.
         mine = build(name, keywords)
         reference = build(name, keywords) if judge else None
-        if isinstance(mine.method, MGD):
-            # A real job draws each rank's masks from a stream of its own (test_mgd_ranks_draw_their_own_masks);
-            # here every rank keeps its rows of the one-process mask, to check the rest of MGD exactly.
-            for objective in filter(None, (reference, mine)):
-                objective.method.next_mask = global_rows(objective.method.next_mask, share)
         dot = label.endswith('--dot')
         expected = train(reference, batches[:steps], one, dot) if judge else None
         distributed._CURRENT = two
@@ -220,19 +206,20 @@ def test_ickd_imagenet_reduction_scales_with_the_number_of_processes(differences
     assert differences['ickd batch_squared'] < ROUNDING, differences
 
 
-def test_mgd_ranks_draw_their_own_masks(monkeypatch):
-    """A real job's rank r draws MGD's masks from its own (seed, epoch, step, rank) stream, not its rows of the
-    mask one process draws for the global batch: MGD is not the same function across process counts."""
+def test_mgd_ranks_keep_their_rows_of_the_global_mask(monkeypatch):
+    """Rank r of a job draws the mask of the whole global batch (its size gathered from the shares) and keeps
+    its own rows, so N processes mask what one process masks; an uneven last batch (7 = 3 + 4) too."""
     from distiller_zoo import build_distiller
     from models import model_dict
-    shape = (8, 64, 4, 4)
     masks = {}
-    for rank, world in ((0, 1), (0, 2), (1, 2)):
-        monkeypatch.setattr(distributed, '_CURRENT', distributed.Dist(rank, world))
+    for rank, sizes in ((0, [16]), (0, [8, 8]), (1, [8, 8]), (0, [3, 4]), (1, [3, 4]), (0, [7])):
+        monkeypatch.setattr(distributed, '_CURRENT', distributed.Dist(rank, len(sizes)))
+        monkeypatch.setattr(distributed, 'all_gather_step', lambda tensor, sizes=sizes: torch.tensor(sizes))
         torch.manual_seed(0)
         method = build_distiller('mgd', model_dict['resnet8'](num_classes=12), model_dict['resnet8'](num_classes=12))
-        masks[rank, world] = method.next_mask((16 // world, *shape[1:]), 1, 'cpu')
-    global_mask = masks[0, 1]
-    assert global_mask.shape == (16, 64, 1, 1) and masks[1, 2].shape == (8, 64, 1, 1)
-    assert not torch.equal(masks[0, 2], global_mask[:8]) and not torch.equal(masks[1, 2], global_mask[8:])
-    assert not torch.equal(masks[0, 2], masks[1, 2])
+        masks[rank, tuple(sizes)] = method.next_mask((sizes[rank], 64, 4, 4), 1, 'cpu')
+    whole = masks[0, (16,)]
+    assert whole.shape == (16, 64, 1, 1) and 0 < whole.mean() < 1
+    assert torch.equal(torch.cat([masks[0, (8, 8)], masks[1, (8, 8)]]), whole)
+    assert torch.equal(torch.cat([masks[0, (3, 4)], masks[1, (3, 4)]]), masks[0, (7,)])
+    assert not torch.equal(masks[0, (8, 8)], masks[1, (8, 8)])
