@@ -64,6 +64,28 @@ def train_digits_teacher(root, model, *flags):
     return str(root / 'teachers' / 'models' / f'{model}_vanilla_digits_trial_0' / f'{model}_best.pth')
 
 
+def shared_digits_teacher(tmp_path_factory, whole_digits, model, *flags):
+    """``train_digits_teacher(root, model, *flags)`` on ``whole_digits`` (the ``digits_once`` split) once per test
+    session, whichever module and xdist worker asks first: it trains under a file lock in the session's
+    temporary folder, which the workers share, and the others wait for it and read the same files. Returns the
+    best checkpoint's path. Tests only read it (its runs are --deterministic: which worker trained it changes
+    nothing)."""
+    from filelock import FileLock
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        base = base.parent  # the folder above the workers' own
+    root = base / ('shared_teacher_' + '_'.join([model, *flags]).replace('-', ''))
+    with FileLock(f'{root}.lock'):
+        done = root / 'done'
+        if not done.exists():
+            with pytest.MonkeyPatch.context() as patch:
+                # the whole data set, also when the module that asks first has shrunk it for its own runs
+                patch.setattr(dataset.digits, 'digits_split', lambda: tuple(t.clone() for t in whole_digits))
+                done_path = train_digits_teacher(root, model, *flags)
+            done.write_text(done_path)
+        return done.read_text()
+
+
 @pytest.fixture(scope='session')
 def digits_teacher(tmp_path_factory, digits_once):
     """A resnet8 teacher trained once per session through train_teacher.main: one epoch on the whole digits
@@ -71,12 +93,9 @@ def digits_teacher(tmp_path_factory, digits_once):
     teachers/models/resnet8_vanilla_digits_trial_0/ (resnet8_best.pth, resnet8_last.pth, metrics.json).
     Shared by every module that asks for it: copy it (shutil.copytree) before running anything that may
     write beside it."""
-    root = tmp_path_factory.mktemp('digits_teacher')
-    with pytest.MonkeyPatch.context() as patch:
-        # the whole data set, also when the first module to ask has shrunk it for its own runs
-        patch.setattr(dataset.digits, 'digits_split', lambda: tuple(t.clone() for t in digits_once))
-        train_digits_teacher(root, 'resnet8', '--epochs', '1')
-    return root
+    import pathlib
+    best = shared_digits_teacher(tmp_path_factory, digits_once, 'resnet8', '--epochs', '1')
+    return pathlib.Path(best).parents[3]
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -125,6 +144,63 @@ def run_script(script, *args, cwd, timeout=300):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_script_forked(script, *args, cwd, timeout=120):
+    """``run_script``'s result from a fork of this test process instead of a new interpreter: the child runs the
+    script as ``__main__`` (``runpy``, as ``python script`` does) with its own argv, working folder, stdout and
+    stderr, and exits with the script's status. For the scripts' error paths, which exit before any training:
+    there, starting Python and importing torch would be nine tenths of the cost. The child is a copy, so nothing
+    it does reaches the tests that follow; it leaves through os._exit, past this process's exit handlers."""
+    import runpy
+    import tempfile
+    import time
+    import traceback
+    path = os.path.join(REPO, script)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, 'w', buffering=1, closefd=False)  # not the parent's pytest capture
+                sys.stderr = open(2, 'w', buffering=1, closefd=False)
+                os.chdir(cwd)
+                sys.argv = [path, *map(str, args)]
+                sys.path[0] = os.path.dirname(path)
+                try:
+                    runpy.run_path(path, run_name='__main__')
+                    code = 0
+                except SystemExit as exit_:
+                    if exit_.code is None or isinstance(exit_.code, int):
+                        code = exit_.code or 0
+                    else:  # sys.exit('message'), as the interpreter does
+                        print(exit_.code, file=sys.stderr)
+                        code = 1
+                except BaseException:
+                    traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired([script, *map(str, args)], timeout)
+            time.sleep(0.02)
+        texts = []
+        for stream in (out, err):
+            stream.seek(0)
+            texts.append(stream.read().decode('utf-8', 'replace'))
+    return subprocess.CompletedProcess([script, *map(str, args)], os.waitstatus_to_exitcode(status), *texts)
 
 
 def crash_after_epoch(monkeypatch, epoch=1):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import run_script
+from conftest import run_script, run_script_forked
 
 
 def snapshot(root):
@@ -65,7 +65,7 @@ def test_train_teacher_bad_input(case, trained):
     argv, expected = CASES[case]
     argv = [a.format(corrupt=corrupt, folder=folder, root=root) for a in argv]
     before = snapshot(root)
-    result = run_script('train_teacher.py', *argv, '--save_root', root / 'save', cwd=root)
+    result = run_script_forked('train_teacher.py', *argv, '--save_root', root / 'save', cwd=root)
     assert result.returncode == 2, result.stderr
     assert 'Traceback' not in result.stderr
     lines = result.stderr.strip().splitlines()

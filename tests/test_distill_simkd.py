@@ -24,7 +24,7 @@ from engine.setup import sgd
 from models import model_dict
 from distiller_zoo.deploy import SimKDNetwork, build_deployed, load_deployed, simkd_from_checkpoint
 
-from conftest import first_digits, numeric_grad, small_digits_fixture, train_digits_teacher
+from conftest import first_digits, numeric_grad, shared_digits_teacher, small_digits_fixture
 
 NUM_CLASSES = 10  # the digits
 
@@ -482,8 +482,8 @@ small_digits = small_digits_fixture(192, 64)  # 192 training and 64 test digits 
 
 
 @pytest.fixture(scope='module')
-def teacher_path(tmp_path_factory):
-    return train_digits_teacher(tmp_path_factory.mktemp('teacher'), 'resnet20', '--epochs', '1', '--precision', 'fp32')
+def teacher_path(tmp_path_factory, digits_once):
+    return shared_digits_teacher(tmp_path_factory, digits_once, 'resnet20', '--epochs', '1', '--precision', 'fp32')
 
 
 def run_student(teacher_path, root, *flags):

@@ -18,7 +18,7 @@ from engine.loop import Trainer
 from engine.objective import DistillObjective, InitStageObjective
 from models import imagenet_model_dict, model_dict
 
-from conftest import small_digits_fixture, train_digits_teacher
+from conftest import shared_digits_teacher, small_digits_fixture
 
 
 def rng_tensor(rng, *shape, requires_grad=False):
@@ -339,8 +339,8 @@ small_digits = small_digits_fixture(192, 64)
 
 
 @pytest.fixture(scope='module')
-def teacher_path(tmp_path_factory):
-    return train_digits_teacher(tmp_path_factory.mktemp('teacher'), 'resnet20', '--epochs', '1', '--precision', 'fp32')
+def teacher_path(tmp_path_factory, digits_once):
+    return shared_digits_teacher(tmp_path_factory, digits_once, 'resnet20', '--epochs', '1', '--precision', 'fp32')
 
 
 # resnet8's maps match resnet20's, so AB's connector would be all identity: AB runs ShuffleV2_0_5, whose

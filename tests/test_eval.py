@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_script, run_script_forked
 
 pytestmark = pytest.mark.slow  # every test here runs a script's command line
 
@@ -40,7 +40,7 @@ def test_eval_errors_are_one_line(tmp_path, fake_cifar):
         (['--path', tmp_path / 'odd.pth', '--model', 'ResNet18'], 'ImageNet architecture'),
     ]
     for argv, expected in cases:
-        result = run_script('tools/eval.py', *argv, '--data_folder', fake_cifar, cwd=tmp_path)
+        result = run_script_forked('tools/eval.py', *argv, '--data_folder', fake_cifar, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert 'Traceback' not in result.stderr and expected in result.stderr, result.stderr
 

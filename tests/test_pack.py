@@ -102,13 +102,14 @@ def test_pack_of_kd_crd_dkd_simkd_on_digits_equals_the_four_single_runs(digits_t
 def test_members_that_read_differently_each_get_their_single_run(cifar, tmp_path):
     """Another student and weights (kd on resnet14), drop_last (SemCKD skips the last short batch), the
     strong view (NTCE-KD), the teacher's pre-ReLU maps (OFD; AB, which also has an init stage), dropout
-    drawn from the global random state (KD++'s EmbTrans on resnet8x4), over two epochs."""
+    drawn from the global random state (KD++'s EmbTrans on wrn_16_2, whose embedding is twice the teacher's),
+    over two epochs."""
     data, teacher = cifar
     common = ['--path_t', teacher, '--data_folder', data, '--batch_size', '32', '--epochs', '2', '--deterministic',
               '--precision', 'fp32', '--skip-validation']
     members = [('resnet14', 'kd', '-r', '0.5', '-a', '0.5'), ('resnet8', 'semckd'), ('resnet8', 'ntce'),
-               ('resnet8', 'ofd'), ('resnet8', 'abound', '--init_epochs', '1'), ('resnet8x4', 'kd++')]
-    out = train_student.main([*common, '--model_s', 'resnet14,resnet8,resnet8,resnet8,resnet8,resnet8x4',
+               ('resnet8', 'ofd'), ('resnet8', 'abound', '--init_epochs', '1'), ('wrn_16_2', 'kd++')]
+    out = train_student.main([*common, '--model_s', 'resnet14,resnet8,resnet8,resnet8,resnet8,wrn_16_2',
                               '--distill', 'kd:r=0.5:a=0.5,semckd,ntce,ofd,abound:init_epochs=1,kd++',
                               '--save_root', str(tmp_path / 'pack')])
     assert len(out) == 6

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_script_forked
 from test_bad_input import snapshot
 
 
@@ -54,7 +54,7 @@ def test_train_student_bad_input(case, setup):
     root, teacher = setup
     argv = [a.format(root=root, teacher=teacher) for a in CASES[case][0]]
     before = snapshot(root)
-    result = run_script('train_student.py', *BASE, *argv, '--save_root', root / 'save', cwd=root)
+    result = run_script_forked('train_student.py', *BASE, *argv, '--save_root', root / 'save', cwd=root)
     assert result.returncode == 2, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
