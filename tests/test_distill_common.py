@@ -54,8 +54,8 @@ def student_argv(name, teacher_path, root, *extra):
             '--deterministic', '--save_root', str(root), *SMALL, *EXTRA.get(name, []), *extra]
 
 
-def build(name, teacher_path, root):
-    args = train_student.parse_args(student_argv(name, teacher_path, root, '--epochs', '1'))
+def build(name, teacher_path, root, *extra):
+    args = train_student.parse_args(student_argv(name, teacher_path, root, '--epochs', '1', *extra))
     args.seed = 0
     data = build_data('digits', '', args.batch_size, 'cpu', seed=0,
                       **DISTILLERS[name].data_options(args))
@@ -65,7 +65,8 @@ def build(name, teacher_path, root):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_training_steps_lower_the_loss_and_leave_the_teacher_alone(name, teacher_path, tmp_path):
-    args, data, objective = build(name, teacher_path, tmp_path)
+    # a batch of 16: the twelve steps (teacher pass included, redone every step as in training) are the cost
+    args, data, objective = build(name, teacher_path, tmp_path, '--batch_size', '16')
     teacher_before = {k: v.clone() for k, v in objective.teacher.state_dict().items()}
     optimizer = sgd(objective.trainable_modules(), args)
 

@@ -18,6 +18,8 @@ import torch
 
 from helper import distributed, sync_bn
 
+pytestmark = pytest.mark.xdist_group('distributed_methods')  # one spawn for the module's three slow tests
+
 STEPS_EPOCH = 5  # the epoch both steps are in: CTKD's reversal lambda is -0.5 there, RLD's warm-up 1/4
 # float64 rounding of sums taken in another order. Most tensors agree to 1e-13; CTKD's temperature gradient is
 # worse conditioned (moving the images by 1e-15 moves it by 1e-11) and parts by up to 3e-10.
