@@ -4,12 +4,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 import table_cost  # noqa: E402
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_mode_runs_every_step_on_the_cpu(tmp_path):
     """DRY=1: the KD step against the plain loop, the precisions, the packs (bench_pack.py --smoke), the
     compiled step (eager backend) and the epoch extrapolation (epoch_time.py --smoke), into one report."""

@@ -107,6 +107,7 @@ def teacher_args(save_root, *extra, epochs=2):
             '--deterministic', '--save_root', str(save_root), *extra]
 
 
+@pytest.mark.slow
 def test_resume_from_a_distiller_file_matches_a_native_resume(tmp_path, capsys):
     """Epoch 1 trained here, written out the way mdistiller would (its student, a teacher of the same
     architecture, SGD state), then continued: the weights equal those of kdzoo's own exact resume."""

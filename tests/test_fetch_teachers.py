@@ -135,6 +135,7 @@ def test_member_that_needs_code_to_load_is_refused(tmp_path, monkeypatch):
         fetch.main(['cifar', '--mirror', str(mirror), '--save_root', str(tmp_path / 'save')])
 
 
+@pytest.mark.slow
 def test_member_of_another_architecture_is_refused(tmp_path, monkeypatch):
     mirror = tmp_path / 'mirror'
     blob = repdistiller_checkpoint(model_dict['resnet8'](num_classes=100))
@@ -210,6 +211,7 @@ def run_fetch_sh(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_script_offline_is_one_clear_line(tmp_path):
     """The real table (published URLs and hashes) against a host that refuses connections."""
     result = run_fetch_sh('imagenet', '--mirror', 'http://127.0.0.1:9', '--save_root', tmp_path / 'save')

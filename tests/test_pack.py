@@ -86,6 +86,7 @@ def single_runs(common, members, root):
 
 
 # ---- same result as the single runs -----------------------------------------------------------------
+@pytest.mark.slow
 def test_pack_of_kd_crd_dkd_simkd_on_digits_equals_the_four_single_runs(digits_teacher, tmp_path, monkeypatch):
     first_digits(monkeypatch, 192, 64)  # runs compared with each other: the whole digits would cost minutes
     common = ['--path_t', digits_teacher, '--dataset', 'digits', '--epochs', '1', '--deterministic',
@@ -99,6 +100,7 @@ def test_pack_of_kd_crd_dkd_simkd_on_digits_equals_the_four_single_runs(digits_t
     assert os.path.isfile(tmp_path / 'pack' / 'students' / 'models' / simkd / 'resnet8_deploy.pth')
 
 
+@pytest.mark.slow
 def test_members_that_read_differently_each_get_their_single_run(cifar, tmp_path):
     """Another student and weights (kd on resnet14), drop_last (SemCKD skips the last short batch), the
     strong view (NTCE-KD), the teacher's pre-ReLU maps (OFD; AB, which also has an init stage), dropout
@@ -208,6 +210,7 @@ def test_member_loader_shows_a_member_only_what_it_asked_for():
 
 
 # ---- robust ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_auto_resumes_every_member_from_where_it_stopped(cifar, tmp_path, monkeypatch):
     """Interrupted after kd's epoch-1 save (crd has nothing: it starts afresh), then after kd's epoch-2
     save (kd is done and skipped, crd resumes from epoch 1): the same weights as the uninterrupted pack. A
@@ -269,6 +272,7 @@ def folder_listing(root):
             for top, folders, files in os.walk(root) for name in folders + files}
 
 
+@pytest.mark.slow
 def test_a_member_with_a_non_finite_loss_stops_and_the_others_go_on(cifar, tmp_path):
     """kd:r=1e39 overflows at its first step; kd trains its two epochs, and a member of one epoch leaves
     the pack after it."""
@@ -287,6 +291,7 @@ def test_a_member_with_a_non_finite_loss_stops_and_the_others_go_on(cifar, tmp_p
     assert status['0.1_a:0.9_b:0_short'] == ('finished', 1)
 
 
+@pytest.mark.slow
 def test_multi_process_pack_follows_the_one_process_pack(tmp_path):
     """Two gloo processes (spawned, --sync-bn) train the pack as one process does, to the end-to-end tolerance
     of tests/test_distributed.py: CRD's single run itself parts between one and two processes where a
@@ -393,6 +398,7 @@ def test_a_stop_signal_keeps_every_members_last_epoch_and_resume_finishes_them(c
         assert (metrics['status'], metrics['epochs_done'], len(metrics['history'])) == ('finished', target, target)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_every_member_with_one_line_naming_each(cifar, tmp_path, monkeypatch):
     """kd's epoch-2 checkpoint does not fit: both members record 'stopped: disk full' over their epoch-1
     files, and the one error names each member's kept epoch once, after the disk's own words."""

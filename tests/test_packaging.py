@@ -129,6 +129,7 @@ def test_tools_and_bench_leave_sys_path_alone():
     assert not edits, edits
 
 
+@pytest.mark.slow
 def test_editable_install_imports_without_sys_path_edits(tmp_path):
     """`pip install -e .` (here into a prefix, without build isolation: no network), then the classes import
     in a fresh interpreter started elsewhere whose path holds only the install's site folder."""

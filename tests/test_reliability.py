@@ -181,6 +181,7 @@ def stop_line(capsys, argv, status=1):
     return line
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes_once_there_is_room(tmp_path, monkeypatch, capsys):
     disk = SmallDisk(monkeypatch, tmp_path)
     limit = {}
@@ -208,6 +209,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes_once_there_
     assert json.load(open(os.path.join(folder, 'metrics.json')))['status'] == 'finished'
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_metrics_json_is_one_line(tmp_path, monkeypatch, capsys):
     disk = SmallDisk(monkeypatch, tmp_path)
     after_epoch_1(monkeypatch, lambda: setattr(disk, 'full', lambda name, used: name == 'metrics.json'))
@@ -219,6 +221,7 @@ def test_a_full_disk_at_metrics_json_is_one_line(tmp_path, monkeypatch, capsys):
     assert torch.load(os.path.join(folder, 'resnet8_last.pth'), weights_only=True)['epoch'] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings('error::pytest.PytestUnhandledThreadExceptionWarning')  # no traceback from its thread
 def test_a_full_disk_under_tensorboard_is_one_line(tmp_path, monkeypatch, capsys):
     """TensorBoard writes from a thread of its own; its error is reported once, in one line."""
@@ -255,6 +258,7 @@ def test_a_signal_during_an_epochs_writes_waits_for_them():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_keeps_the_last_epoch_and_says_how_to_go_on(signum, tmp_path):
     """What SLURM, Kubernetes and torchrun send (SIGTERM), or Ctrl-C: the run stops within seconds, its last
@@ -301,6 +305,7 @@ def teacher(tmp_path_factory):
     return os.path.join(run_folder(root), 'resnet8_best.pth')
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume_auto(teacher, tmp_path, monkeypatch, capsys):
     """SimKD: killed after the last epoch's _last.pth, before <s>_deploy.pth and 'finished'. --resume auto
     writes both; on the finished run it is one line, said before data are read or folders made."""

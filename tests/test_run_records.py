@@ -246,6 +246,7 @@ def test_step_lines_go_to_stdout_only_where_it_is_not_a_terminal(tmp_path, monke
 
 # ---- one real chain -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_teacher_student_report_on_digits(tmp_path, capsys):
     save = str(tmp_path / 'save')
     common = ['--dataset', 'digits', '--epochs', '1', '--precision', 'fp32', '--print_freq', '10',

@@ -22,6 +22,7 @@ def run_folder(save_root):
     return os.path.join(save_root, 'teachers', 'models', 'resnet8_vanilla_digits_trial_0')
 
 
+@pytest.mark.slow
 def test_teacher_training_learns_and_writes_repdistiller_files(tmp_path):
     state = train_teacher.main(teacher_args(tmp_path))
     history = state['history']
