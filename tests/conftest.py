@@ -227,10 +227,3 @@ def killed_then_resumed(monkeypatch, run, root, epoch=1):
     monkeypatch.setattr(Trainer, 'save', original_save)
     return run(root, '--resume', 'auto')
 
-
-def pytest_collection_modifyitems(config, items):
-    """The tests marked slow first (each keeps its place among them): with both cores busy (-n 2) the long
-    process-starting tests then share out between the workers early, and the short ones fill in at the end
-    instead of one worker finishing a minute-long test while the other idles. Every worker collects the same
-    order, as xdist needs."""
-    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
