@@ -96,20 +96,23 @@ class ContrastSpec:
             raise KDZooError(f"--nce_k must be at least 1, got {self.k}; pass a positive number of negatives")
 
 
+def mixed_seed(*numbers):
+    """One integer seed from ``numbers`` (seed, epoch, stream, ...): SeedSequence mixes them, so nearby seeds and
+    epochs still give unrelated streams."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, np.uint64)[0])
+
+
 def epoch_generator(seed, epoch, stream, device='cpu', rank=None):
     """A fresh generator whose draws depend only on (seed, epoch, stream), never on global RNG state;
     ``rank`` gives each process of a multi-process run a stream of its own (None: the single-process one)."""
-    # SeedSequence mixes the numbers, so nearby seeds and epochs still give unrelated streams.
-    entropy = [seed, epoch, stream] + ([] if rank is None else [rank])
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     generator = torch.Generator(device=device)
-    generator.manual_seed(int(state))
+    generator.manual_seed(mixed_seed(seed, epoch, stream, *([] if rank is None else [rank])))
     return generator
 
 
 def step_seed(seed, epoch, stream, step):
     """An integer seed that depends only on (seed, epoch, stream, step): a method's draws at one training step."""
-    return int(np.random.SeedSequence([seed, epoch, stream, step]).generate_state(1, np.uint64)[0])
+    return mixed_seed(seed, epoch, stream, step)
 
 
 class StepDraws:
